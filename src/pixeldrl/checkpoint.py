@@ -1,0 +1,61 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a plain dict of tensors and built-in types (never pickled objects), so loading
+one cannot execute code: ``{"format": 1, "model": state_dict, "optimizer": state_dict,
+"config": TrainConfig dict, "net_config": NetConfig dict, "epoch": int, "best_val_dice": float,
+"rng": tensor}``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .errors import InputError
+from .model import NetConfig
+from .pa3c import Agent
+
+FORMAT = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, **payload}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint safely; InputError when it is missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt/unsafe files
+        raise InputError(f"{path}: not a readable pixeldrl checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
+        raise InputError(f"{path}: not a pixeldrl checkpoint (format {FORMAT} expected)")
+    return ckpt
+
+
+def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Agent, TrainConfig]:
+    """Rebuild the agent stored in a checkpoint, in eval mode on ``device``."""
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size)
+    try:
+        agent.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise InputError(f"{path}: weights do not fit the stored architecture ({str(e).splitlines()[0][:200]})")
+    return agent.to(device).eval(), cfg

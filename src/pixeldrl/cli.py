@@ -1,0 +1,170 @@
+"""The ``pixeldrl`` command. Each subcommand parses its arguments and calls one plain function.
+
+    pixeldrl demo                      # embedded real-MRI default: train, evaluate, figures
+    pixeldrl train --data DIR [--preset small] [--epochs N] ...
+    pixeldrl predict --checkpoint CKPT INPUT... --out DIR [--save-steps]
+    pixeldrl evaluate --pred DIR --gt DIR [--json]
+    pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
+    pixeldrl info [--preset paper|small] [--json]
+
+Bad input raises :class:`~pixeldrl.errors.InputError`; ``main`` prints its one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder (images/ + masks/, optionally in train/ val/ test/)")
+    p.add_argument("--preset", default="paper", help="paper (7.14 M parameters, the paper's schedule) or small")
+    p.add_argument("--epochs", type=int, help="training epochs (preset default)")
+    p.add_argument("--batch-size", type=int, help="images per update (preset default)")
+    p.add_argument("--image-size", type=int, help="side of the square the network sees (preset default)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (preset default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and actions")
+    p.add_argument("--val-every", type=int, help="validate every N epochs (default 1)")
+    p.add_argument("--no-sam", action="store_true", help="ablation: no self-attention module")
+    p.add_argument("--no-dilation", action="store_true", help="ablation: no dilated convolutions")
+    p.add_argument("--augment", action="store_true", help="random flips of training slices (not in the paper)")
+    p.add_argument("--out", default="", help="run folder (default runs/DATASET/PRESET/seedK)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .config import make_config
+    from .metrics import format_table
+    from .train import train
+
+    if not Path(a.data).is_dir():
+        raise InputError(f"{a.data}: no such dataset folder")
+    cfg = make_config(a.preset, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
+                      lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
+                      use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
+                      augment=True if a.augment else None)
+    run_dir = train(cfg, resume=a.resume)
+    print(f"run folder: {run_dir}")
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        print(format_table(json.loads(summary.read_text())))
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .predict import predict_files
+
+    written = predict_files(a.checkpoint, a.inputs, a.out, save_steps=a.save_steps, device=a.device,
+                            batch_size=a.batch_size, overwrite=a.overwrite)
+    print(f"wrote {len(written)} masks to {a.out}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint, evaluate_folders, write_result
+    from .metrics import format_table
+
+    if a.checkpoint:
+        if a.pred or a.gt or not a.data:
+            raise InputError("evaluate: give --checkpoint with --data (and optionally --split), not --pred/--gt")
+        result = evaluate_checkpoint(a.checkpoint, a.data, a.split, device=a.device, progress=not a.json)
+    else:
+        if not (a.pred and a.gt):
+            raise InputError("evaluate: give --pred DIR --gt DIR, or --checkpoint CKPT --data DIR")
+        result = evaluate_folders(a.pred, a.gt)
+    if a.csv:
+        write_result(result, Path(a.csv).with_suffix(".json"), a.csv)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(format_table(result))
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .model import PRESETS, PixelDRLNet, count_parameters, net_config
+
+    if a.preset not in PRESETS:
+        raise InputError(f"--preset {a.preset}: unknown preset; choose one of {sorted(PRESETS)}")
+    cfg = net_config(a.preset, use_sam=not a.no_sam, use_dilation=not a.no_dilation)
+    counts = count_parameters(PixelDRLNet(cfg))
+    if a.json:
+        print(json.dumps({"preset": a.preset, "parameters": counts}))
+    else:
+        print(f"PixelDRL-MG, preset {a.preset}" + (" (no SAM)" if a.no_sam else "") + (" (no DC)" if a.no_dilation else ""))
+        for k, v in counts.items():
+            print(f"  {k:<8} {v:>12,d}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(a.out, epochs=a.epochs, device=a.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixeldrl", description="PixelDRL-MG: pixel-level deep RL segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train PixelDRL-MG with PA3C")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment 2-D images with a trained checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (png, tif, tiff)")
+    p.add_argument("--out", required=True, help="folder for the masks (same file names as the inputs)")
+    p.add_argument("--save-steps", action="store_true", help="also write steps/NAME.png: the mask after each step")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="DICE, PPV, SEN, IoU, BIoU, HD95 per image and mean")
+    p.add_argument("--pred", help="folder of predicted masks")
+    p.add_argument("--gt", help="folder of ground-truth masks")
+    p.add_argument("--checkpoint", help="evaluate this checkpoint on --data instead")
+    p.add_argument("--data", help="dataset folder for --checkpoint")
+    p.add_argument("--split", default="test", help="train, val or test (default test)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--csv", help="also write the per-image table to this CSV (and the JSON beside it)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="parameter counts, total and per component")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--no-sam", action="store_true")
+    p.add_argument("--no-dilation", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="train and evaluate on slices of the MNI152 template (white matter)")
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--epochs", type=int, help="override the demo's epoch budget")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"pixeldrl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pixeldrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Training configuration: one flat dataclass, a docstring per field, and the two presets.
+
+``paper`` follows the hyper-parameters PAPER.md quotes (Adam 1e-3 ×0.9 every 25 epochs, 200 epochs,
+batch 2, γ 0.95, t_max 10); ``small`` is a narrow network with a CPU-sized budget for demos and
+tests. Values marked "chosen" are ours where the paper is silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import InputError
+from .model import PRESETS, NetConfig, net_config
+
+
+@dataclass
+class TrainConfig:
+    # --- data
+    data: str = ""
+    """Dataset folder (``images/`` + ``masks/``, optionally inside ``train/ val/ test/``)."""
+    image_size: int = 256
+    """Side of the square the network sees; images are padded to square and resized to it."""
+    split_seed: int = 0
+    """Seed of the 70/10/20 split when the folder has no split subfolders."""
+    # --- model
+    preset: str = "paper"
+    """Network preset: ``paper`` (7.14 M parameters) or ``small``."""
+    use_sam: bool = True
+    """Table 3 ablation switch: self-attention module."""
+    use_dilation: bool = True
+    """Table 3 ablation switch: dilated convolutions."""
+    in_channels: int = 1
+    """Input channels of the images."""
+    # --- PA3C
+    t_max: int = 10
+    """Steps per episode (paper: 10)."""
+    gamma: float = 0.95
+    """Discount factor γ (paper: 0.95)."""
+    kernel_size: int = 3
+    """Side of the learned neighbour kernel ``w`` of Eq. 8 (chosen: 3; PixelRL used 33)."""
+    entropy_beta: float = 0.01
+    """Entropy bonus β (chosen)."""
+    value_coef: float = 0.5
+    """Weight of the value loss ½(R−V)² in the total (chosen)."""
+    # --- optimisation
+    epochs: int = 200
+    """Training epochs (paper: 200)."""
+    batch_size: int = 2
+    """Images per update (paper: 2)."""
+    lr: float = 1e-3
+    """Adam learning rate (paper: 1e-3)."""
+    lr_decay: float = 0.9
+    """Step decay factor of the learning rate (paper: 0.9)."""
+    lr_step: int = 25
+    """Epochs between learning-rate decays (paper: 25)."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this (0: off; chosen off, the paper does not clip)."""
+    augment: bool = False
+    """Random horizontal/vertical flips of training slices (chosen off: not in the paper)."""
+    # --- bookkeeping
+    val_every: int = 1
+    """Validate (greedy Dice on the val split) every this many epochs; best checkpoint by it."""
+    seed: int = 0
+    """Seed of weights, shuffling and action sampling."""
+    device: str = "cpu"
+    """``cpu`` or ``cuda`` (or ``cuda:N``)."""
+    out: str = ""
+    """Run folder; derived from the dataset, preset and seed when empty."""
+
+    def net_config(self) -> NetConfig:
+        return net_config(self.preset, in_channels=self.in_channels, use_sam=self.use_sam,
+                          use_dilation=self.use_dilation)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Training defaults per preset; CLI options override them.
+TRAIN_PRESETS: dict[str, dict] = {
+    "paper": {},
+    # CPU budget: 128×128, bigger batches and a faster decay so a few minutes of training converge.
+    "small": dict(image_size=128, epochs=30, batch_size=4, lr=1e-3, lr_step=10, lr_decay=0.7),
+}
+
+
+def make_config(preset: str = "paper", **overrides) -> TrainConfig:
+    """The preset's training config with ``overrides`` (``None`` values are ignored)."""
+    if preset not in PRESETS or preset not in TRAIN_PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    values = {**TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = TrainConfig(preset=preset, **values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject impossible settings with a one-line message naming the option."""
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (cfg.image_size >= 8, f"--image-size must be >= 8, got {cfg.image_size}"),
+        (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
+        (cfg.t_max >= 1, f"t_max must be >= 1, got {cfg.t_max}"),
+        (0 <= cfg.gamma <= 1, f"gamma must be in [0, 1], got {cfg.gamma}"),
+        (cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1, f"kernel size must be odd, got {cfg.kernel_size}"),
+        (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise InputError(msg)

@@ -1,0 +1,89 @@
+"""Evaluation with the paper's metrics: prediction folders against ground truth, or a checkpoint on a split.
+
+    pixeldrl evaluate --pred predictions/ --gt DATA/test/masks --json
+    pixeldrl evaluate --checkpoint runs/x/checkpoint_best.pt --data DATA --split test
+
+Files are paired by name with the extension ignored. Metrics are computed per image at the
+image's original size (``metrics.py``), then averaged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import agent_from_checkpoint
+from .data import find_pairs
+from .errors import InputError
+from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
+from .metrics import evaluate_pairs, write_per_image_csv
+from .predict import predict_arrays
+
+
+def _masks_by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if p.stem in found:
+            raise InputError(f"{p}: two masks named {p.stem!r} in {folder} ({found[p.stem].name} and {p.name})")
+        found[p.stem] = p
+    if not found:
+        raise InputError(f"{folder}: holds no {'/'.join(IMAGE_EXTENSIONS)} masks")
+    return found
+
+
+def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
+    """Metrics of every prediction in ``pred_dir`` against the same-named mask in ``gt_dir``."""
+    preds, gts = _masks_by_stem(Path(pred_dir)), _masks_by_stem(Path(gt_dir))
+    missing = sorted(set(gts) - set(preds))
+    if missing:
+        raise InputError(f"{gts[missing[0]]}: no prediction named {missing[0]!r} in {pred_dir}"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    extra = sorted(set(preds) - set(gts))
+    if extra:
+        raise InputError(f"{preds[extra[0]]}: no ground-truth mask named {extra[0]!r} in {gt_dir}")
+    names = sorted(gts)
+    p_arrays, g_arrays = [], []
+    for n in names:
+        p, g = read_mask(preds[n]), read_mask(gts[n])
+        if p.shape != g.shape:
+            raise InputError(f"{preds[n]}: shape {p.shape} differs from the ground truth {gts[n]} {g.shape}")
+        p_arrays.append(p)
+        g_arrays.append(g)
+    return evaluate_pairs(p_arrays, g_arrays, names)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device: str = "cpu",
+                        progress: bool = True, batch_size: int = 8) -> dict:
+    """Segment a split of a dataset with a checkpoint; metrics at the images' original size."""
+    agent, cfg = agent_from_checkpoint(checkpoint, device)
+    splits = find_pairs(data, seed=cfg.split_seed)
+    if split not in splits:
+        raise InputError(f"--split {split}: choose one of {sorted(splits)}")
+    pairs = splits[split]
+    if not pairs:
+        return evaluate_pairs([], [], [])
+    images, gts = [], []
+    for pair in pairs:
+        im, gt = read_image(pair.image_path), read_mask(pair.mask_path)
+        if im.shape[:2] != gt.shape:
+            raise InputError(f"{pair.image_path}: shape {im.shape} differs from its mask {pair.mask_path} {gt.shape}")
+        images.append(im)
+        gts.append(gt)
+    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, progress=progress)
+    return evaluate_pairs([r["mask"] for r in results], gts, [p.name for p in pairs])
+
+
+def write_result(result: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:
+    """summary.json (the ``evaluate --json`` object) and, optionally, the per-image CSV."""
+    json_path = Path(json_path)
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(json_path)
+    if csv_path is not None:
+        write_per_image_csv(result, csv_path)

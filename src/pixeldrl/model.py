@@ -1,0 +1,212 @@
+"""The PixelDRL-MG network: half-width VGG16 trunk, self-attention module, dilated policy/value heads.
+
+Data flow (what ``PixelDRLNet.forward`` reads like)::
+
+    X(t) (B, C, H, W) ──pad to /8──► VGG-half trunk ─► e1 (1), e2 (1/2), e3 (1/4), e4 (1/8)
+                                                     e4 ─► SAM (Eq. 1) ─► s4
+    [e1, e2, e3, s4] ─► policy head ─► (B, 2, H, W) logits   (action 0 = zero, 1 = keep)
+    [e1, e2, e3, s4] ─► value head  ─► (B, 1, H, W) V(s)
+
+The paper publishes the components but not the exact widths, dilation rates or head depths; the
+``paper`` preset picks them so the whole network has 7.14 M parameters (PAPER.md, "chosen"):
+trunk = VGG16 conv1_1 … conv4_3 at half width (32, 64, 128, 256); each head is a small
+multi-scale decoder (1/8 → 1/4 → 1/2 → 1) whose every convolution is dilated.
+``pixeldrl info --preset paper`` prints the count per component.
+
+Ablation switches (Table 3): ``use_sam`` and ``use_dilation``; with ``use_dilation=False`` every
+dilation rate becomes 1 (same parameter count, smaller receptive field).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_ACTIONS = 2
+"""Actions per pixel: 0 = set to zero (background), 1 = do nothing (keep)."""
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of :class:`PixelDRLNet`; stored in every checkpoint to rebuild the model."""
+
+    in_channels: int = 1
+    """Image channels of X(t) (1 for the paper's grayscale slices)."""
+    widths: tuple[int, int, int, int] = (32, 64, 128, 256)
+    """Trunk widths of the VGG16 blocks conv1 … conv4 (half of VGG16's 64, 128, 256, 512)."""
+    head_widths: tuple[int, int, int, int] = (328, 128, 64, 32)
+    """Head widths at 1/8, 1/4, 1/2 and full resolution (policy and value heads alike)."""
+    trunk_dilations: tuple[tuple[int, ...], ...] = ((1, 1), (1, 1), (1, 2, 2), (2, 4, 2))
+    """Dilation of each trunk conv, block by block (used when ``use_dilation``)."""
+    head_dilations: tuple[tuple[int, ...], ...] = ((2, 4), (2, 4), (2,), (2,))
+    """Dilation of each head conv at 1/8, 1/4, 1/2, 1 (the number of entries = convs per level)."""
+    sam_reduction: int = 8
+    """SAM query/key channels = trunk width at 1/8 divided by this (non-local block convention)."""
+    use_sam: bool = True
+    """Table 3 switch: the self-attention module on the 1/8-scale features."""
+    use_dilation: bool = True
+    """Table 3 switch: dilated convolutions (False: every dilation rate is 1)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        d = dict(d)
+        for k in ("widths", "head_widths"):
+            d[k] = tuple(d[k])
+        for k in ("trunk_dilations", "head_dilations"):
+            d[k] = tuple(tuple(x) for x in d[k])
+        return cls(**d)
+
+
+PRESETS: dict[str, NetConfig] = {
+    # 7.14 M parameters (PAPER.md): the widths above.
+    "paper": NetConfig(),
+    # Narrow: same topology at a quarter of the width, for CPU demos and tests.
+    "small": NetConfig(widths=(8, 16, 32, 64), head_widths=(48, 24, 16, 8), sam_reduction=4),
+}
+
+
+def net_config(preset: str, **overrides) -> NetConfig:
+    """The named preset with field overrides (e.g. ``use_sam=False`` for the ablation)."""
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return NetConfig(**{**asdict(PRESETS[preset]), **overrides})
+
+
+class ConvReLU(nn.Sequential):
+    """3×3 convolution (dilation d, 'same' padding) + ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, dilation: int = 1):
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True))
+
+
+class VGGHalfTrunk(nn.Module):
+    """VGG16 conv1_1 … conv4_3 at half width, max-pooling between blocks; returns the four blocks' maps."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        n_convs = (2, 2, 3, 3)  # VGG16's conv1 … conv4 blocks
+        blocks, c_in = [], cfg.in_channels
+        for width, n, dils in zip(cfg.widths, n_convs, cfg.trunk_dilations):
+            dils = dils if cfg.use_dilation else (1,) * n
+            layers = []
+            for d in dils:
+                layers.append(ConvReLU(c_in, width, d))
+                c_in = width
+            blocks.append(nn.Sequential(*layers))
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            feats.append(x)  # e1 (B, w1, H, W), e2 (1/2), e3 (1/4), e4 (B, w4, H/8, W/8)
+        return feats
+
+
+class SelfAttention(nn.Module):
+    """SAM, Eq. 1: ``M_att = Softmax(W · conv(f_att) + f_att)`` as a non-local block with a residual.
+
+    1×1 convs give query/key/value; attention = softmax over positions of qᵀk; the attended values
+    go through the 1×1 output conv ``W`` and are added to the input. ``W`` is zero-initialised so the
+    module starts as the identity and the trunk's features pass through unchanged early in training.
+    """
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        inner = max(1, channels // reduction)
+        self.query = nn.Conv2d(channels, inner, 1)
+        self.key = nn.Conv2d(channels, inner, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = f.shape
+        q = self.query(f).flatten(2).transpose(1, 2)  # (B, HW, c')
+        k = self.key(f).flatten(2).transpose(1, 2)  # (B, HW, c')
+        v = self.value(f).flatten(2).transpose(1, 2)  # (B, HW, C)
+        # Fused attention kernel; the 1/sqrt(c') scale keeps the softmax from saturating early.
+        att = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
+        att = att.transpose(1, 2).reshape(b, c, h, w)
+        return f + self.out(att)
+
+
+class DilatedHead(nn.Module):
+    """Policy or value network: a multi-scale decoder 1/8 → 1 with dilated convs in every layer.
+
+    At each level the upsampled coarser map is concatenated with the trunk's map of that scale
+    (the paper's multi-scale feature concatenation), then the level's dilated convs run; a 1×1
+    conv gives ``n_out`` maps at the input's resolution.
+    """
+
+    def __init__(self, cfg: NetConfig, n_out: int):
+        super().__init__()
+        levels = []
+        c_prev = 0
+        # Coarse to fine: trunk scale 1/8 (index 3) down to full resolution (index 0).
+        for trunk_c, head_c, dils in zip(cfg.widths[::-1], cfg.head_widths, cfg.head_dilations):
+            dils = dils if cfg.use_dilation else (1,) * len(dils)
+            layers, c_in = [], c_prev + trunk_c
+            for d in dils:
+                layers.append(ConvReLU(c_in, head_c, d))
+                c_in = head_c
+            levels.append(nn.Sequential(*layers))
+            c_prev = head_c
+        self.levels = nn.ModuleList(levels)
+        self.out = nn.Conv2d(c_prev, n_out, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = None
+        for level, skip in zip(self.levels, feats[::-1]):
+            if x is not None:
+                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+                skip = torch.cat([x, skip], dim=1)
+            x = level(skip)
+        return self.out(x)
+
+
+class PixelDRLNet(nn.Module):
+    """Shared trunk + SAM (θ_s), policy head (θ_p) and value head (θ_v), Eq. 16's shared gradient.
+
+    Accepts any H, W: the input is zero-padded to a multiple of the trunk stride (8) and the
+    outputs are cropped back, so padding never changes the output's size.
+    """
+
+    stride = 8
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = VGGHalfTrunk(cfg)
+        self.sam = SelfAttention(cfg.widths[-1], cfg.sam_reduction) if cfg.use_sam else nn.Identity()
+        self.policy = DilatedHead(cfg, N_ACTIONS)
+        self.value = DilatedHead(cfg, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """X(t) (B, C, H, W) → policy logits (B, 2, H, W) and value V(s) (B, 1, H, W)."""
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        feats = self.trunk(x)
+        feats[-1] = self.sam(feats[-1])
+        logits = self.policy(feats)[..., :h, :w]  # (B, 2, H, W)
+        value = self.value(feats)[..., :h, :w]  # (B, 1, H, W)
+        return logits, value
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters, total and per top-level component (trunk, sam, policy, value, …)."""
+    counts = {"total": sum(p.numel() for p in model.parameters())}
+    for name, child in model.named_children():
+        counts[name] = sum(p.numel() for p in child.parameters())
+    return counts

@@ -1,0 +1,150 @@
+"""PA3C: the agent, the episode rollout, the n-step returns of Eq. 8 and the actor-critic losses.
+
+This module owns the reinforcement-learning maths; ``train.py`` owns the loop around it.
+
+* :class:`Agent` — the network (θ_s, θ_p, θ_v) plus the learned reward-map kernel ``w`` of Eq. 8.
+  Two calls, as in CleanRL: :meth:`Agent.get_value` and :meth:`Agent.get_action_and_value`.
+* :func:`rollout` — one episode of ``t_max`` steps on a batch, actions sampled from π.
+* :func:`nstep_returns` — Eq. 8: ``R(t) = r(t) + γ · (w ∗ R(t+1))``, ``R(t_max) = V(s(t_max))``.
+* :func:`pa3c_losses` — advantage ``A = R − V``; policy ``−log π(a|s) · A`` (A detached); value
+  ``½ (R − V)²``; entropy bonus. Each is summed over the ``t_max`` steps and averaged over pixels and
+  batch; the total is ``policy + value_coef · value − entropy_beta · entropy``. The trunk receives
+  the sum of both heads' gradients (Eq. 16) because both losses flow through it.
+
+The kernel ``w`` is learned through the value loss only, because PAPER.md detaches A in the policy
+loss (PixelRL also let the policy loss reach ``w``; that is a one-line change in ``pa3c_losses``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import env
+from .model import NetConfig, PixelDRLNet
+
+
+class ReturnKernel(nn.Module):
+    """The learned k×k neighbour-weighting kernel ``w`` of Eq. 8, initialised to the identity (a delta).
+
+    With the delta, ``w ∗ R`` is R itself and Eq. 8 is the ordinary n-step return; learning lets a
+    pixel's return borrow from its neighbours' (PixelRL's "reward map convolution").
+    """
+
+    def __init__(self, size: int = 3):
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"return kernel size must be a positive odd number, got {size}")
+        weight = torch.zeros(1, 1, size, size)
+        weight[0, 0, size // 2, size // 2] = 1.0
+        self.weight = nn.Parameter(weight)  # (1, 1, k, k)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) → (B, H, W): zero-padded 2-D convolution with ``w``."""
+        k = self.weight.shape[-1]
+        return F.conv2d(r.unsqueeze(1), self.weight, padding=k // 2).squeeze(1)
+
+
+class Agent(nn.Module):
+    """All trainable parts: the PixelDRL-MG network and the return kernel."""
+
+    def __init__(self, net_cfg: NetConfig, kernel_size: int = 3):
+        super().__init__()
+        self.net = PixelDRLNet(net_cfg)
+        self.return_kernel = ReturnKernel(kernel_size)
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        """V(s) (B, H, W) for observations X(t) (B, C, H, W)."""
+        return self.net(x)[1].squeeze(1)
+
+    def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None,
+                             greedy: bool = False, generator: torch.Generator | None = None):
+        """Sample (or re-score, or take the argmax of) per-pixel actions.
+
+        Returns ``action`` (B, H, W) int64, ``log π(action|s)`` (B, H, W), entropy (B, H, W),
+        ``V(s)`` (B, H, W) and ``π(keep|s)`` (B, H, W).
+        """
+        logits, value = self.net(x)  # (B, 2, H, W), (B, 1, H, W)
+        logp = F.log_softmax(logits, dim=1)  # (B, 2, H, W)
+        p_keep = logp[:, env.KEEP].exp()  # (B, H, W)
+        if action is None:
+            if greedy:
+                action = logits.argmax(dim=1)
+            else:
+                u = torch.rand(p_keep.shape, device=p_keep.device, generator=generator)
+                action = (u < p_keep).long()  # Bernoulli(π(keep|s)) per pixel
+        logp_a = logp.gather(1, action.unsqueeze(1)).squeeze(1)
+        entropy = -(logp.exp() * logp).sum(dim=1)
+        return action, logp_a, entropy, value.squeeze(1), p_keep
+
+
+@dataclass
+class Rollout:
+    """One episode on a batch; every tensor is (T, B, H, W) except ``bootstrap`` and ``final_mask``."""
+
+    log_probs: torch.Tensor
+    entropies: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    bootstrap: torch.Tensor  # V(s(t_max)) (B, H, W), no gradient
+    final_mask: torch.Tensor  # m(t_max) (B, H, W)
+
+
+def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = env.T_MAX,
+            generator: torch.Generator | None = None) -> Rollout:
+    """Run ``t_max`` sampled steps from m(0) = 1 on images (B, C, H, W) with ground truth gt (B, H, W)."""
+    b, _, h, w = images.shape
+    shape = (t_max, b, h, w)
+    # Preallocated buffers; in-place writes into them are recorded by autograd.
+    log_probs = images.new_empty(shape)
+    entropies = images.new_empty(shape)
+    values = images.new_empty(shape)
+    rewards = images.new_empty(shape)
+    mask = env.initial_mask(images)  # (B, H, W)
+    for t in range(t_max):
+        action, logp_a, ent, value, _ = agent.get_action_and_value(env.observe(images, mask), generator=generator)
+        new_mask = env.update_mask(mask, action)
+        log_probs[t], entropies[t], values[t] = logp_a, ent, value
+        rewards[t] = env.reward(mask, new_mask, gt)
+        mask = new_mask
+    with torch.no_grad():
+        bootstrap = agent.get_value(env.observe(images, mask))
+    return Rollout(log_probs, entropies, values, rewards, bootstrap, mask)
+
+
+def nstep_returns(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float,
+                  kernel: ReturnKernel) -> torch.Tensor:
+    """Eq. 8: ``R(t) = r(t) + γ · (w ∗ R(t+1))`` backwards from ``R(t_max) = V(s(t_max))``.
+
+    rewards (T, B, H, W), bootstrap (B, H, W) → returns (T, B, H, W), differentiable w.r.t. ``w``.
+    """
+    returns = []
+    r_next = bootstrap
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        r_next = rewards[t] + gamma * kernel(r_next)
+        returns.append(r_next)
+    return torch.stack(returns[::-1])
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+
+
+def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: float,
+                entropy_beta: float) -> Losses:
+    """Actor-critic losses of one rollout (see the module docstring for the reductions)."""
+    returns = nstep_returns(ro.rewards, ro.bootstrap, gamma, kernel)  # (T, B, H, W)
+    advantage = returns - ro.values
+    # Sum over the T steps, mean over batch and pixels.
+    policy = -(ro.log_probs * advantage.detach()).mean(dim=(1, 2, 3)).sum()
+    value = (0.5 * advantage.pow(2)).mean(dim=(1, 2, 3)).sum()
+    entropy = ro.entropies.mean(dim=(1, 2, 3)).sum()
+    total = policy + value_coef * value - entropy_beta * entropy
+    return Losses(total, policy, value, entropy)

@@ -1,0 +1,224 @@
+"""PA3C training (the synchronous batched form of Algorithm 1) and the run folder.
+
+    pixeldrl train --data DATA --preset small --epochs 20 --out runs/mine
+
+Each epoch: shuffle the training slices, and for every batch roll out one ``t_max``-step episode
+with sampled actions, compute the PA3C losses (``pa3c.py``) and take one Adam step. Every
+``val_every`` epochs the greedy policy segments the validation split; the best validation Dice
+picks ``checkpoint_best.pt``. After the last epoch the best checkpoint is evaluated on the test
+split at the images' original size.
+
+Run folder (everything needed to restore or inspect the run)::
+
+    config.json            the TrainConfig
+    splits.json            which image went to which split
+    log.csv                one row per epoch: losses, mean reward, entropy, train/val Dice, seconds
+    training_curve.png     the log, plotted
+    checkpoint_latest.pt   written every epoch (``--resume`` continues from it)
+    checkpoint_best.pt     best validation Dice so far
+    checkpoint_final.pt    after the last epoch
+    summary.json           test-split metrics, the JSON of ``pixeldrl evaluate --json``
+    test_per_image.csv     the same, one row per image
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, validate
+from .data import SliceDataset, load_splits
+from .errors import InputError
+from .metrics import dice
+from .pa3c import Agent, pa3c_losses, rollout
+from .predict import segment
+
+LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
+              "train_dice", "val_dice", "seconds"]
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/DATASET/PRESET[-nosam][-nodc]/seedK — derived from what the run is."""
+    variant = cfg.preset + ("" if cfg.use_sam else "-nosam") + ("" if cfg.use_dilation else "-nodc")
+    return Path("runs") / Path(cfg.data).resolve().name / variant / f"seed{cfg.seed}"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: not a device name (use cpu, cuda or cuda:N)")
+
+
+def batch_dice(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
+    """Per-image DICE (paper's ε) of (B, H, W) binary tensors."""
+    return [dice(p, g) for p, g in zip(pred.cpu().numpy(), gt.cpu().numpy())]
+
+
+@torch.no_grad()
+def validate_dice(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, batch_size: int = 16) -> float:
+    """Mean greedy DICE over a split at the network's size (cheap; for checkpoint selection)."""
+    agent.eval()
+    scores = []
+    for start in range(0, len(ds), batch_size):
+        x = ds.images[start:start + batch_size].to(device)
+        seg = segment(agent, x, t_max)
+        scores += batch_dice(seg.mask, ds.masks[start:start + batch_size])
+    agent.train()
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _flip(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator):
+    """Random horizontal and vertical flips, the same for image and mask (``augment``)."""
+    for dim in (-1, -2):
+        flip = torch.rand(images.shape[0], generator=gen) < 0.5
+        images[flip] = images[flip].flip(dim)
+        masks[flip] = masks[flip].flip(dim)
+    return images, masks
+
+
+def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
+                device: torch.device, shuffle_gen: torch.Generator, sample_gen: torch.Generator,
+                progress: bool) -> dict:
+    """One pass over the training split; returns the epoch's mean losses, reward, entropy, Dice."""
+    agent.train()
+    order = torch.randperm(len(ds), generator=shuffle_gen)
+    sums = dict(loss=0.0, policy_loss=0.0, value_loss=0.0, entropy=0.0, mean_reward=0.0)
+    dices: list[float] = []
+    n_batches = math.ceil(len(ds) / cfg.batch_size)
+    bar = tqdm(range(n_batches), desc="train", unit="batch", leave=False, disable=not progress)
+    for i in bar:
+        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
+        if cfg.augment:
+            images, masks = _flip(images, masks, shuffle_gen)
+        images, masks = images.to(device), masks.to(device)
+        ro = rollout(agent, images, masks, cfg.t_max, generator=sample_gen)
+        losses = pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta)
+        opt.zero_grad(set_to_none=True)
+        losses.total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
+        opt.step()
+        # One host sync per batch, for the log.
+        stats = torch.stack([losses.total, losses.policy, losses.value, losses.entropy / cfg.t_max,
+                             ro.rewards.mean()]).tolist()
+        for k, v in zip(sums, stats):
+            sums[k] += v
+        dices += batch_dice(ro.final_mask > 0, masks)
+        bar.set_postfix(loss=f"{stats[0]:.3f}", dice=f"{np.mean(dices):.3f}")
+    out = {k: v / n_batches for k, v in sums.items()}
+    out["train_dice"] = float(np.mean(dices))
+    return out
+
+
+def _read_log(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= upto_epoch]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluate_test: bool = True) -> Path:
+    """Train PixelDRL-MG as configured; returns the run folder. See the module docstring."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    latest = run_dir / "checkpoint_latest.pt"
+    if resume and not latest.exists():
+        raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
+    if not resume and latest.exists():
+        raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    splits = load_splits(cfg.data, cfg.image_size, cfg.split_seed)
+    train_ds, val_ds = splits["train"], splits["val"]
+    if train_ds.images.shape[1] != cfg.in_channels:
+        cfg.in_channels = int(train_ds.images.shape[1])
+
+    torch.manual_seed(cfg.seed)
+    agent = Agent(cfg.net_config(), cfg.kernel_size).to(device)
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    start_epoch, best = 1, -1.0
+    if resume:
+        ckpt = load_checkpoint(latest, map_location=device)
+        agent.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        shuffle_gen.set_state(ckpt["shuffle_rng"])
+        sample_gen.set_state(ckpt["sample_rng"].cpu())
+        start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", cfg.to_dict())
+    _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
+    log_path = run_dir / "log.csv"
+    log = _read_log(log_path, start_epoch - 1)
+
+    from .report import plot_training_curve
+
+    def payload(epoch: int) -> dict:
+        return {"model": agent.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "config": cfg.to_dict(), "net_config": cfg.net_config().to_dict(), "epoch": epoch,
+                "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state(), "sample_rng": sample_gen.get_state()}
+
+    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
+                  initial=start_epoch - 1, total=cfg.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress)
+        sched.step()
+        val = float("nan")
+        if len(val_ds) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+            val = validate_dice(agent, val_ds, cfg.t_max, device)
+        improved = not math.isnan(val) and val > best
+        if improved:
+            best = val
+        elif len(val_ds) == 0 and epoch == cfg.epochs:
+            improved = True  # no validation split: the last epoch is the "best"
+        row = {"epoch": epoch, "lr": lr, **stats, "val_dice": val, "seconds": time.perf_counter() - t0}
+        log.append({k: row[k] for k in LOG_FIELDS})
+        _write_log(log_path, log)
+        plot_training_curve(log_path, run_dir / "training_curve.png")
+        if improved:
+            save_checkpoint(run_dir / "checkpoint_best.pt", payload(epoch))
+        save_checkpoint(latest, payload(epoch))
+        epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}",
+                           val_dice=f"{val:.3f}")
+    save_checkpoint(run_dir / "checkpoint_final.pt", payload(cfg.epochs))
+    if not (run_dir / "checkpoint_best.pt").exists():
+        save_checkpoint(run_dir / "checkpoint_best.pt", payload(cfg.epochs))
+    if evaluate_test:
+        from .evaluate import evaluate_checkpoint, write_result
+
+        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
+                                     progress=progress)
+        if result["n"]:
+            write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
+    return run_dir
