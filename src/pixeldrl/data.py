@@ -1,0 +1,336 @@
+"""The folder data format, intensity normalisation and the image <-> network-size mapping.
+
+Folder format
+-------------
+A data set is a folder ``DATA`` holding 2-D images and binary masks paired by file stem::
+
+    DATA/images/NAME.png|.tif|.tiff      DATA/masks/NAME.png|.tif|.tiff
+
+or, with the split given explicitly, the same two subfolders inside ``DATA/train/``, ``DATA/val/``
+and ``DATA/test/``. The extension is ignored when pairing (``images/a.png`` pairs with
+``masks/a.tif``); extensions are matched case-insensitively, hidden files (``.name``) and
+subfolders inside ``images/`` and ``masks/`` are ignored, and any other file there is an error.
+
+* Flat layout (``DATA/images``): the sorted names are shuffled with ``numpy.random.default_rng(seed)``
+  and cut 70 / 10 / 20 % into train / val / test (sizes rounded half up, every image in exactly one
+  split). With tiny data sets train is never empty, test gets one image as soon as N >= 2 and val
+  one as soon as N >= 3 (N = 10 -> 7/1/2, N = 3 -> 1/1/1, N = 2 -> 1/0/1, N = 1 -> 1/0/0).
+* Split layout (``DATA/train`` ...): ``train/`` is required and must not be empty; ``val/`` and
+  ``test/`` may be missing (their split is then empty), but a split folder that exists must hold
+  ``images/`` and ``masks/`` with at least one pair. Giving both ``DATA/images`` and split folders
+  is rejected as ambiguous.
+
+Every problem is reported as an :class:`~pixeldrl.errors.InputError` naming the folder or files.
+
+Network-size mapping
+--------------------
+The network works on ``size x size`` inputs. :func:`to_network` pads an (H, W) array with zeros to
+a centred square of side ``D = max(H, W)`` (``(D - H) // 2`` rows on top, the rest below; the same
+for columns) and resizes that square to ``size x size`` with :func:`skimage.transform.resize`
+(``order=1`` with anti-aliasing for images, ``order=0`` without anti-aliasing for masks).
+:func:`from_network` inverts it: resize ``size x size`` back to ``D x D`` and crop the same
+window. The aspect ratio is kept, and when ``size == D`` both resizes are skipped, so a mask (or an
+image) round-trips exactly. Zero padding reads as "darkest / removed" because images are first
+scaled to [0, 1] by :func:`normalize_intensity`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from skimage.transform import resize
+
+from .errors import InputError
+from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+
+__all__ = [
+    "SPLITS",
+    "SPLIT_FRACTIONS",
+    "Pair",
+    "find_pairs",
+    "split_sizes",
+    "normalize_intensity",
+    "to_network",
+    "from_network",
+    "SliceDataset",
+    "load_splits",
+]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its mask."""
+
+    name: str
+    image_path: Path
+    mask_path: Path
+
+
+# --------------------------------------------------------------------------- pairing and splits
+
+
+def _list_images(folder: Path) -> dict[str, Path]:
+    """Map stem -> path for the image files in ``folder``; reject duplicates and stray files."""
+    found: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.is_dir():
+            continue
+        if entry.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(
+                f"{entry}: unsupported file type {entry.suffix or '(no extension)'!r} in {folder}; "
+                f"expected one of {', '.join(IMAGE_EXTENSIONS)}"
+            )
+        stem = entry.stem
+        if stem in found:
+            raise InputError(
+                f"{folder}: duplicate name {stem!r} with different extensions "
+                f"({found[stem].name} and {entry.name})"
+            )
+        found[stem] = entry
+    return found
+
+
+def _pairs_in(folder: Path) -> list[Pair]:
+    """The image/mask pairs of one folder holding ``images/`` and ``masks/``."""
+    img_dir, mask_dir = folder / "images", folder / "masks"
+    if not img_dir.is_dir():
+        raise InputError(f"{folder}: no images/ subfolder")
+    if not mask_dir.is_dir():
+        raise InputError(f"{folder}: no masks/ subfolder")
+    images, masks = _list_images(img_dir), _list_images(mask_dir)
+    if not images:
+        raise InputError(f"{img_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    for stem, path in images.items():
+        if stem not in masks:
+            raise InputError(f"{path}: no mask for this image (expected {mask_dir / stem}.png|.tif|.tiff)")
+    for stem, path in masks.items():
+        if stem not in images:
+            raise InputError(f"{path}: mask has no image (expected {img_dir / stem}.png|.tif|.tiff)")
+    return [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]
+
+
+def _round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def split_sizes(n: int) -> tuple[int, int, int]:
+    """(train, val, test) sizes of the 70/10/20 split of ``n`` items (see the module docstring)."""
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    n_val = _round_half_up(SPLIT_FRACTIONS[1] * n)
+    n_test = _round_half_up(SPLIT_FRACTIONS[2] * n)
+    if n >= 2:
+        n_test = max(n_test, 1)
+    if n >= 3:
+        n_val = max(n_val, 1)
+    n_train = n - n_val - n_test
+    if n_train < 1:  # cannot happen with the fractions above, kept as a guard
+        n_train, n_test = 1, n - 1 - n_val
+    return n_train, n_val, n_test
+
+
+def find_pairs(data_dir: str | os.PathLike, seed: int = 0) -> dict[str, list[Pair]]:
+    """Find the image/mask pairs of a data folder, split into ``train``/``val``/``test``.
+
+    Each split's list is sorted by name. See the module docstring for the layout and the rules.
+    """
+    root = Path(data_dir)
+    if not root.exists():
+        raise InputError(f"{root}: data folder not found")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()}
+    if split_dirs:
+        if (root / "images").exists():
+            raise InputError(
+                f"{root}: holds both images/ and split folders ({', '.join(split_dirs)}/); "
+                f"use one layout"
+            )
+        if "train" not in split_dirs:
+            raise InputError(f"{root}: has {', '.join(s + '/' for s in split_dirs)} but no train/ folder")
+        return {s: (_pairs_in(split_dirs[s]) if s in split_dirs else []) for s in SPLITS}
+    if not (root / "images").is_dir():
+        raise InputError(
+            f"{root}: no images/ subfolder (expected images/ and masks/, or train/ val/ test/ "
+            f"folders each holding them)"
+        )
+    pairs = _pairs_in(root)
+    n_train, n_val, _ = split_sizes(len(pairs))
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    shuffled = [pairs[i] for i in order]
+    parts = {
+        "train": shuffled[:n_train],
+        "val": shuffled[n_train : n_train + n_val],
+        "test": shuffled[n_train + n_val :],
+    }
+    return {s: sorted(parts[s], key=lambda p: p.name) for s in SPLITS}
+
+
+# --------------------------------------------------------------------------- intensities
+
+
+def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Scale an image to ``float32`` in [0, 1]: clip at its ``low``/``high`` percentiles, then min-max.
+
+    Why [0, 1] and not z-scores: the agents "remove" a pixel by setting it to zero
+    (``X(t) = I * m(t)``, PAPER.md, "State, actions, reward"). That only reads as "removed /
+    darkest" when zero is the bottom of the intensity range; with zero-mean inputs a zeroed pixel
+    looks like an average one (a re-implementation lost ~0.09 DICE that way on brain MRI).
+
+    Each image is scaled on its own (per-image percentiles). If the two percentiles coincide (e.g.
+    a mostly-zero image with < 0.5 % bright pixels), the image's plain min and max are used
+    instead; a constant image maps to all zeros.
+    """
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
+    a = np.asarray(img, dtype=np.float32)
+    if a.size == 0:
+        return a.copy()
+    lo, hi = (float(v) for v in np.percentile(a, [low, high]))
+    if not hi > lo:
+        lo, hi = float(a.min()), float(a.max())
+    if not hi > lo:
+        return np.zeros(a.shape, dtype=np.float32)
+    out = (np.clip(a, lo, hi) - lo) / (hi - lo)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- network-size mapping
+
+
+def _square_window(shape: Sequence[int]) -> tuple[int, int, int]:
+    h, w = int(shape[0]), int(shape[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"shape must be positive, got {tuple(shape)}")
+    d = max(h, w)
+    return d, (d - h) // 2, (d - w) // 2
+
+
+def _resize(a: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    if a.shape == shape:
+        return a
+    return resize(
+        a, shape, order=order, mode="edge", preserve_range=True, anti_aliasing=order > 0
+    ).astype(np.float32)
+
+
+def _finish(out: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return out > 0.5 if like.dtype == bool else out.astype(np.float32)
+
+
+def to_network(img: np.ndarray, size: int, order: int) -> np.ndarray:
+    """Pad an (H, W) array to a centred square with zeros and resize it to ``size x size``.
+
+    ``order=1`` for images, ``order=0`` (nearest, no anti-aliasing) for masks. Returns ``float32``,
+    or ``bool`` when ``img`` is boolean.
+    """
+    a = np.asarray(img)
+    if a.ndim != 2:
+        raise ValueError(f"expected a 2-D array, got shape {a.shape}")
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    d, top, left = _square_window(a.shape)
+    sq = np.zeros((d, d), dtype=np.float32)
+    sq[top : top + a.shape[0], left : left + a.shape[1]] = a
+    return _finish(_resize(sq, (size, size), order), a)
+
+
+def from_network(arr: np.ndarray, original_shape: Sequence[int], order: int) -> np.ndarray:
+    """Invert :func:`to_network`: resize ``size x size`` to the padded square, crop ``original_shape``.
+
+    Returns ``float32``, or ``bool`` when ``arr`` is boolean (use ``order=0`` for masks, or resize
+    probabilities with ``order=1`` and threshold afterwards).
+    """
+    a = np.asarray(arr)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"expected a square 2-D array, got shape {a.shape}")
+    h, w = int(original_shape[0]), int(original_shape[1])
+    d, top, left = _square_window((h, w))
+    sq = _resize(a.astype(np.float32), (d, d), order)
+    return _finish(sq[top : top + h, left : left + w], a)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """A whole split in memory at network size.
+
+    Attributes: ``images`` (N, 1, S, S) float32 in [0, 1]; ``masks`` (N, S, S) float32 in {0, 1};
+    ``names`` (list of str); ``original_shapes`` (list of (H, W)); ``pairs`` (the source files, or
+    ``None`` entries when built from arrays). ``ds[i]`` returns ``(image (1, S, S), mask (S, S))``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        names: Sequence[str],
+        original_shapes: Sequence[tuple[int, int]],
+        pairs: Sequence[Pair | None] | None = None,
+    ):
+        n = len(names)
+        if images.ndim != 4 or images.shape[1] != 1 or images.shape[0] != n:
+            raise ValueError(f"images must be (N, 1, S, S) with N={n}, got {tuple(images.shape)}")
+        if masks.shape != (n, images.shape[2], images.shape[3]):
+            raise ValueError(f"masks must be {(n, *images.shape[2:])}, got {tuple(masks.shape)}")
+        if len(original_shapes) != n:
+            raise ValueError("original_shapes must have one entry per image")
+        self.images = images.to(torch.float32)
+        self.masks = masks.to(torch.float32)
+        self.names = list(names)
+        self.original_shapes = [tuple(int(v) for v in s) for s in original_shapes]
+        self.pairs = list(pairs) if pairs is not None else [None] * n
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.masks[i]
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Pair], size: int) -> "SliceDataset":
+        """Read, check, normalise and map each pair to ``size x size``."""
+        imgs = np.zeros((len(pairs), 1, size, size), dtype=np.float32)
+        masks = np.zeros((len(pairs), size, size), dtype=np.float32)
+        shapes = []
+        for i, p in enumerate(pairs):
+            img = read_image(p.image_path)
+            mask = read_mask(p.mask_path)
+            if img.shape != mask.shape:
+                raise InputError(
+                    f"{p.image_path} has shape {img.shape} but its mask {p.mask_path} has shape "
+                    f"{mask.shape}"
+                )
+            imgs[i, 0] = to_network(normalize_intensity(img), size, order=1)
+            masks[i] = to_network(mask, size, order=0)
+            shapes.append(img.shape)
+        return cls(
+            torch.from_numpy(imgs),
+            torch.from_numpy(masks),
+            [p.name for p in pairs],
+            shapes,
+            list(pairs),
+        )
+
+
+def load_splits(data_dir: str | os.PathLike, size: int, seed: int = 0) -> dict[str, SliceDataset]:
+    """:func:`find_pairs` then :meth:`SliceDataset.from_pairs` for each split.
+
+    The train split is never empty (find_pairs guarantees it); val/test may be empty when the data
+    set is tiny (< 3 images) or, in the split layout, when ``val/`` or ``test/`` is not given.
+    """
+    pairs = find_pairs(data_dir, seed=seed)
+    return {s: SliceDataset.from_pairs(pairs[s], size) for s in SPLITS}
