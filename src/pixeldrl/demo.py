@@ -1,0 +1,65 @@
+"""``pixeldrl demo``: the embedded real-MRI default, end to end, on CPU in a few minutes.
+
+1. Cut axial 128×128 slices from the MNI152 2009 T1 template that the nilearn wheel ships, with
+   white matter (probability ≥ 0.5) as the label; split by position in contiguous blocks
+   (``demo_data.py``).
+2. Train the ``small`` preset with PA3C — the paper's losses alone, no supervised term.
+3. Evaluate the best checkpoint on the test slices, print the metric table, and write figures:
+   ``overlays.png`` (test predictions), ``steps.png`` (the mask after each of the t_max steps),
+   ``training_curve.png``.
+
+Run folder: ``OUT/data`` (the dataset) and ``OUT/run`` (the training run). Running the demo again
+resumes an interrupted run, or only redraws the figures of a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .config import make_config
+from .metrics import format_table
+
+# Why these values: measured on a 2-core CPU to fit the 10-minute budget (README, "Demo").
+DEMO_TRAIN = dict(image_size=128, epochs=12, batch_size=4, lr=1e-3, lr_step=4, lr_decay=0.7, val_every=1)
+
+
+def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "cpu",
+             progress: bool = True) -> dict:
+    from .checkpoint import agent_from_checkpoint
+    from .data import find_pairs
+    from .demo_data import make_demo_dataset
+    from .imageio import read_image, read_mask
+    from .metrics import dice
+    from .predict import predict_arrays
+    from .report import save_overlays, save_steps_grid
+    from .train import train
+
+    out = Path(out)
+    data_dir, run_dir = out / "data", out / "run"
+    counts = make_demo_dataset(data_dir, size=DEMO_TRAIN["image_size"])
+    print(f"demo data: {counts} slices in {data_dir}")
+    cfg = make_config("small", data=str(data_dir), out=str(run_dir), device=device,
+                      **{**DEMO_TRAIN, **({"epochs": epochs} if epochs else {})})
+    resume = (run_dir / "checkpoint_latest.pt").exists()
+    train(cfg, resume=resume, progress=progress)
+    result = json.loads((run_dir / "summary.json").read_text())
+    print(format_table(result))
+
+    # Figures on the test slices.
+    agent, _ = agent_from_checkpoint(run_dir / "checkpoint_best.pt", device)
+    pairs = find_pairs(data_dir)["test"]
+    images = [read_image(p.image_path) for p in pairs]
+    gts = [read_mask(p.mask_path) for p in pairs]
+    preds = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, return_steps=True, progress=False)
+    pick = np.linspace(0, len(pairs) - 1, min(8, len(pairs))).round().astype(int)
+    save_overlays(run_dir / "overlays.png", [images[i] for i in pick], [preds[i]["mask"] for i in pick],
+                  [gts[i] for i in pick], [pairs[i].name for i in pick],
+                  scores=[dice(preds[i]["mask"], gts[i]) for i in pick])
+    few = pick[:: max(1, len(pick) // 3)][:3]
+    save_steps_grid(run_dir / "steps.png", [images[i] for i in few], [preds[i]["steps"] for i in few],
+                    [pairs[i].name for i in few], [gts[i] for i in few])
+    print(f"figures: {run_dir / 'overlays.png'}, {run_dir / 'steps.png'}, {run_dir / 'training_curve.png'}")
+    return result
