@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         cfg.in_channels = int(train_ds.images.shape[1])
 
     torch.manual_seed(cfg.seed)
-    agent = Agent(cfg.net_config(), cfg.kernel_size).to(device)
+    agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob).to(device)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
