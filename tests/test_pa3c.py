@@ -1,0 +1,125 @@
+"""PA3C maths: Eq. 8 returns against a naive per-pixel loop, losses on hand-made numbers, rollouts."""
+
+import math
+
+import torch
+
+from pixeldrl import env
+from pixeldrl.model import net_config
+from pixeldrl.pa3c import Agent, ReturnKernel, Rollout, nstep_returns, pa3c_losses, rollout
+
+
+def naive_returns(rewards, bootstrap, gamma, w):
+    """Eq. 8 pixel by pixel with explicit loops (zero padding outside the image)."""
+    T, B, H, W = rewards.shape
+    k = w.shape[0]
+    half = k // 2
+    out = torch.zeros_like(rewards)
+    nxt = bootstrap.clone()
+    for t in range(T - 1, -1, -1):
+        cur = torch.zeros(B, H, W)
+        for b in range(B):
+            for i in range(H):
+                for j in range(W):
+                    s = 0.0
+                    for di in range(k):
+                        for dj in range(k):
+                            ii, jj = i + di - half, j + dj - half
+                            if 0 <= ii < H and 0 <= jj < W:
+                                s += w[di, dj] * nxt[b, ii, jj]
+                    cur[b, i, j] = rewards[t, b, i, j] + gamma * s
+        out[t] = cur
+        nxt = cur
+    return out
+
+
+def test_identity_kernel_gives_plain_nstep_returns():
+    kernel = ReturnKernel(3)
+    r = torch.tensor([1.0, 0.0, -1.0]).reshape(3, 1, 1, 1)
+    v = torch.tensor([2.0]).reshape(1, 1, 1)
+    R = nstep_returns(r, v, 0.5, kernel)
+    # R2 = -1 + 0.5*2 = 0; R1 = 0 + 0.5*0 = 0; R0 = 1 + 0 = 1
+    assert torch.allclose(R.flatten(), torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_returns_with_learned_kernel_match_naive_loop():
+    g = torch.Generator().manual_seed(0)
+    for k in (3, 5):
+        kernel = ReturnKernel(k)
+        with torch.no_grad():
+            kernel.weight.copy_(torch.rand(1, 1, k, k, generator=g) - 0.3)
+        rewards = torch.randint(-1, 2, (4, 2, 6, 5), generator=g).float()
+        boot = torch.randn(2, 6, 5, generator=g)
+        fast = nstep_returns(rewards, boot, 0.95, kernel)
+        slow = naive_returns(rewards, boot, 0.95, kernel.weight[0, 0].detach())
+        assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_losses_on_hand_made_rollout():
+    # T=1, one pixel: R = r + gamma * V_boot = 1 + 0.5*0 = 1; V = 0.25 -> A = 0.75
+    kernel = ReturnKernel(1)
+    logp = torch.tensor(math.log(0.8)).reshape(1, 1, 1, 1).requires_grad_()
+    values = torch.tensor(0.25).reshape(1, 1, 1, 1).requires_grad_()
+    ro = Rollout(log_probs=logp, entropies=torch.full((1, 1, 1, 1), 0.5), values=values,
+                 rewards=torch.ones(1, 1, 1, 1), bootstrap=torch.zeros(1, 1, 1), final_mask=torch.zeros(1, 1, 1))
+    L = pa3c_losses(ro, kernel, gamma=0.5, value_coef=0.5, entropy_beta=0.01)
+    assert math.isclose(L.policy.item(), -math.log(0.8) * 0.75, rel_tol=1e-6)
+    assert math.isclose(L.value.item(), 0.5 * 0.75 ** 2, rel_tol=1e-6)
+    assert math.isclose(L.entropy.item(), 0.5, rel_tol=1e-6)
+    assert math.isclose(L.total.item(), L.policy.item() + 0.5 * L.value.item() - 0.01 * 0.5, rel_tol=1e-6)
+    L.total.backward()
+    # the advantage is detached in the policy loss: d(policy)/d(logp) = -A
+    assert math.isclose(logp.grad.item(), -0.75, rel_tol=1e-6)
+    # value gradient: value_coef * -(R - V) = 0.5 * -0.75
+    assert math.isclose(values.grad.item(), -0.375, rel_tol=1e-6)
+
+
+def test_policy_gradient_sign_raises_probability_of_good_action():
+    # If zeroing a background pixel earned +1 and V=0, one SGD step must raise pi(zero).
+    torch.manual_seed(0)
+    agent = Agent(net_config("small"), 3, init_keep_prob=0.5)
+    x = torch.rand(1, 1, 16, 16)
+    action = torch.zeros(1, 16, 16, dtype=torch.long)  # all "zero"
+    _, logp_a, _, _, _ = agent.get_action_and_value(x, action)
+    before = logp_a.mean().item()
+    loss = -(logp_a * torch.ones_like(logp_a)).mean()
+    loss.backward()
+    with torch.no_grad():
+        for p in agent.parameters():
+            if p.grad is not None:
+                p -= 0.01 * p.grad
+    _, logp_after, _, _, _ = agent.get_action_and_value(x, action)
+    assert logp_after.mean().item() > before
+
+
+def test_rollout_shapes_rewards_and_final_mask():
+    torch.manual_seed(0)
+    agent = Agent(net_config("small"), 3)
+    images = torch.rand(2, 1, 20, 24)
+    gt = (images[:, 0] > 0.5).float()
+    ro = rollout(agent, images, gt, t_max=4, generator=torch.Generator().manual_seed(1))
+    for name in ("log_probs", "entropies", "values", "rewards"):
+        assert getattr(ro, name).shape == (4, 2, 20, 24)
+    assert ro.bootstrap.shape == (2, 20, 24) and not ro.bootstrap.requires_grad
+    # telescoping: summed rewards equal the improvement of the final mask over m(0)
+    assert torch.allclose(ro.rewards.sum(0), (1 - gt) ** 2 - (ro.final_mask - gt) ** 2)
+    assert torch.all(ro.log_probs <= 0) and torch.all(ro.entropies >= 0)
+    assert torch.all(ro.entropies <= math.log(2) + 1e-6)
+
+
+def test_rollout_is_reproducible_with_the_same_generator():
+    torch.manual_seed(0)
+    agent = Agent(net_config("small"), 3)
+    images = torch.rand(1, 1, 16, 16)
+    gt = torch.zeros(1, 16, 16)
+    a = rollout(agent, images, gt, 3, generator=torch.Generator().manual_seed(5))
+    b = rollout(agent, images, gt, 3, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.final_mask, b.final_mask) and torch.equal(a.rewards, b.rewards)
+
+
+def test_init_keep_prob_sets_starting_policy():
+    agent = Agent(net_config("small"), 3, init_keep_prob=0.95)
+    with torch.no_grad():
+        _, _, _, _, p_keep = agent.get_action_and_value(torch.zeros(1, 1, 16, 16))
+    # zero input: only biases act; the policy output bias alone gives 0.95 on top of small conv terms
+    assert 0.85 < p_keep.mean().item() < 0.99
