@@ -49,9 +49,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``--device`` as a torch.device; InputError naming the option when it is unusable here."""
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name}: not a device name (use cpu, cuda or cuda:N)") from None
+    try:
+        torch.empty(0, device=device)  # an unavailable backend or device index fails here, not mid-run
+    except (RuntimeError, ValueError, AssertionError) as e:
+        msg = " ".join(str(e).split())[:160]
+        raise InputError(f"--device {name}: not available on this machine ({msg})") from None
+    return device
+
+
 def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Agent, TrainConfig]:
     """Rebuild the agent stored in a checkpoint, in eval mode on ``device``."""
-    ckpt = load_checkpoint(path, map_location=device)
+    # Check the device first: otherwise torch.load's failure to map onto it reads as a corrupt file.
+    device = resolve_device(device)
+    ckpt = load_checkpoint(path, map_location="cpu")
     cfg = TrainConfig.from_dict(ckpt["config"])
     agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size)
     try:

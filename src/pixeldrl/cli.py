@@ -38,16 +38,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from .checkpoint import resolve_device
     from .config import make_config
     from .metrics import format_table
     from .train import train
 
     if not Path(a.data).is_dir():
         raise InputError(f"{a.data}: no such dataset folder")
+    if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
+        raise InputError(f"--out {a.out}: exists and is not a folder")
     cfg = make_config(a.preset, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
                       lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
                       augment=True if a.augment else None)
+    resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
     run_dir = train(cfg, resume=a.resume)
     print(f"run folder: {run_dir}")
     summary = run_dir / "summary.json"
@@ -69,10 +73,15 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint, evaluate_folders, write_result
     from .metrics import format_table
 
+    if a.csv and Path(a.csv).suffix.lower() != ".csv":
+        # The JSON goes beside it with the suffix swapped: any other name would be overwritten.
+        raise InputError(f"--csv {a.csv}: the file name must end in .csv")
     if a.checkpoint:
         if a.pred or a.gt or not a.data:
             raise InputError("evaluate: give --checkpoint with --data (and optionally --split), not --pred/--gt")
         result = evaluate_checkpoint(a.checkpoint, a.data, a.split, device=a.device, progress=not a.json)
+        if not result["n"]:
+            raise InputError(f"--split {a.split}: no images in that split of {a.data}")
     else:
         if not (a.pred and a.gt):
             raise InputError("evaluate: give --pred DIR --gt DIR, or --checkpoint CKPT --data DIR")

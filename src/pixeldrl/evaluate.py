@@ -18,7 +18,7 @@ from .checkpoint import agent_from_checkpoint
 from .data import find_pairs
 from .errors import InputError
 from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
-from .metrics import evaluate_pairs, write_per_image_csv
+from .metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
 from .predict import predict_arrays
 
 
@@ -66,8 +66,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     if split not in splits:
         raise InputError(f"--split {split}: choose one of {sorted(splits)}")
     pairs = splits[split]
-    if not pairs:
-        return evaluate_pairs([], [], [])
+    if not pairs:  # e.g. no test split in a data set of one image: nothing to measure
+        return {"n": 0, "mean": {k: float("nan") for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
     images, gts = [], []
     for pair in pairs:
         im, gt = read_image(pair.image_path), read_mask(pair.mask_path)
@@ -82,6 +82,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
 def write_result(result: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:
     """summary.json (the ``evaluate --json`` object) and, optionally, the per-image CSV."""
     json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(json_path)

@@ -122,15 +122,22 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     Refuses to write over an input file, and over an existing file unless ``overwrite``.
     With ``save_steps``, also writes ``steps/NAME.png``: the mask after each step, side by side.
     """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     files = collect_inputs(inputs)
     out_dir = Path(out_dir)
+    for folder in [out_dir] + ([out_dir / "steps"] if save_steps else []):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder}: exists and is not a folder; choose another --out")
     targets = [out_dir / f.name for f in files]
-    names = [t.name for t in targets]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise InputError(f"two inputs share the output name {sorted(dup)[0]}; predict them into separate folders")
+    step_targets = [out_dir / "steps" / (f.stem + ".png") for f in files] if save_steps else []
+    for group in (targets, step_targets):
+        names = [t.name for t in group]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise InputError(f"two inputs share the output name {sorted(dup)[0]}; predict them into separate folders")
     inputs_resolved = {f.resolve() for f in files}
-    for t in targets:
+    for t in targets + step_targets:
         if t.resolve() in inputs_resolved:
             raise InputError(f"{t}: output would overwrite the input image; choose another --out")
         if t.exists() and not overwrite:
@@ -145,6 +152,6 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
         from .report import save_steps_strip
 
         (out_dir / "steps").mkdir(exist_ok=True)
-        for f, im, res in zip(files, images, results):
-            save_steps_strip(out_dir / "steps" / (f.stem + ".png"), im, res["steps"], title=f.name)
+        for target, f, im, res in zip(step_targets, files, images, results):
+            save_steps_strip(target, im, res["steps"], title=f.name)
     return targets
