@@ -60,7 +60,7 @@ def test_losses_on_hand_made_rollout():
     kernel = ReturnKernel(1)
     logp = torch.tensor(math.log(0.8)).reshape(1, 1, 1, 1).requires_grad_()
     values = torch.tensor(0.25).reshape(1, 1, 1, 1).requires_grad_()
-    ro = Rollout(log_probs=logp, entropies=torch.full((1, 1, 1, 1), 0.5), values=values,
+    ro = Rollout(log_probs=logp, entropies=torch.full((1, 1, 1, 1), 0.5), values=values, alive=torch.ones(1, 1, 1, 1),
                  rewards=torch.ones(1, 1, 1, 1), bootstrap=torch.zeros(1, 1, 1), final_mask=torch.zeros(1, 1, 1))
     L = pa3c_losses(ro, kernel, gamma=0.5, value_coef=0.5, entropy_beta=0.01)
     assert math.isclose(L.policy.item(), -math.log(0.8) * 0.75, rel_tol=1e-6)
@@ -100,7 +100,9 @@ def test_rollout_shapes_rewards_and_final_mask():
     ro = rollout(agent, images, gt, t_max=4, generator=torch.Generator().manual_seed(1))
     for name in ("log_probs", "entropies", "values", "rewards"):
         assert getattr(ro, name).shape == (4, 2, 20, 24)
-    assert ro.bootstrap.shape == (2, 20, 24) and not ro.bootstrap.requires_grad
+    assert ro.bootstrap.shape == (2, 20, 24) and not ro.bootstrap.requires_grad and torch.all(ro.bootstrap == 0)
+    vb = rollout(agent, images, gt, t_max=4, generator=torch.Generator().manual_seed(1), bootstrap_value=True)
+    assert not vb.bootstrap.requires_grad and torch.allclose(vb.bootstrap, agent.get_value(env.observe(images, vb.final_mask)), atol=1e-5)
     # telescoping: summed rewards equal the improvement of the final mask over m(0)
     assert torch.allclose(ro.rewards.sum(0), (1 - gt) ** 2 - (ro.final_mask - gt) ** 2)
     assert torch.all(ro.log_probs <= 0) and torch.all(ro.entropies >= 0)

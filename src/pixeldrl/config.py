@@ -42,6 +42,8 @@ class TrainConfig:
     """Entropy bonus β (chosen)."""
     value_coef: float = 0.5
     """Weight of the value loss ½(R−V)² in the total (chosen)."""
+    alive_only: bool = True
+    """Policy/entropy terms over still-unzeroed pixels only (chosen; unbiased, less variance; see ``pa3c``)."""
     init_keep_prob: float = 0.95
     """Starting π(keep) of the policy, set through its output bias (chosen; see ``pa3c.Agent``)."""
     # --- optimisation

@@ -190,6 +190,25 @@ class PixelDRLNet(nn.Module):
         self.sam = SelfAttention(cfg.widths[-1], cfg.sam_reduction) if cfg.use_sam else nn.Identity()
         self.policy = DilatedHead(cfg, N_ACTIONS)
         self.value = DilatedHead(cfg, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He initialisation for every ReLU conv; small output layers.
+
+        The network has ~20 ReLU convolutions in a row and no normalisation layers, as VGG16: with
+        PyTorch's default init the activations shrink at every layer and the heads' outputs start
+        out independent of the input, so neither head can tell one pixel from another and PA3C
+        collapses to a constant policy (measured on the demo data). He init keeps the signal's scale.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        for head_out in (self.policy.out, self.value.out):
+            nn.init.normal_(head_out.weight, std=0.01)
+            nn.init.zeros_(head_out.bias)
+        if isinstance(self.sam, SelfAttention):  # SAM starts as the identity (see SelfAttention)
+            nn.init.zeros_(self.sam.out.weight)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """X(t) (B, C, H, W) → policy logits (B, 2, H, W) and value V(s) (B, 1, H, W)."""

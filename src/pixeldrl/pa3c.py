@@ -10,6 +10,8 @@ This module owns the reinforcement-learning maths; ``train.py`` owns the loop ar
   ``½ (R − V)²``; entropy bonus. Each is summed over the ``t_max`` steps and averaged over pixels and
   batch; the total is ``policy + value_coef · value − entropy_beta · entropy``. The trunk receives
   the sum of both heads' gradients (Eq. 16) because both losses flow through it.
+  With ``alive_only`` (default) the policy and entropy terms average over the agents whose pixel
+  is still unzeroed (see :func:`pa3c_losses`; the paper averages over all pixels: ``alive_only=False``).
 
 The kernel ``w`` is learned through the value loss only, because PAPER.md detaches A in the policy
 loss (PixelRL also let the policy loss reach ``w``; that is a one-line change in ``pa3c_losses``).
@@ -104,13 +106,22 @@ class Rollout:
     entropies: torch.Tensor
     values: torch.Tensor
     rewards: torch.Tensor
+    alive: torch.Tensor  # m(t) (T, B, H, W): 1 where the agent's pixel is still unzeroed at step t
     bootstrap: torch.Tensor  # V(s(t_max)) (B, H, W), no gradient
     final_mask: torch.Tensor  # m(t_max) (B, H, W)
 
 
 def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = env.T_MAX,
-            generator: torch.Generator | None = None) -> Rollout:
-    """Run ``t_max`` sampled steps from m(0) = 1 on images (B, C, H, W) with ground truth gt (B, H, W)."""
+            generator: torch.Generator | None = None, bootstrap_value: bool = False) -> Rollout:
+    """Run ``t_max`` sampled steps from m(0) = 1 on images (B, C, H, W) with ground truth gt (B, H, W).
+
+    ``bootstrap`` is R(t_max): 0 by default, because the episode ends at t_max and no reward can
+    follow (PixelRL's code marks the last state terminal); ``bootstrap_value=True`` uses
+    V(s(t_max)) as Eq. 8 is written. The state carries no step counter, so V(s(t_max)) estimates
+    the return of a pixel *earlier* in an episode: a foreground pixel that survived all t_max steps
+    then gets a negative bootstrap (most foreground pixels are zeroed at some point early in
+    training), which pushes the policy towards zeroing foreground.
+    """
     b, _, h, w = images.shape
     shape = (t_max, b, h, w)
     # Preallocated buffers; in-place writes into them are recorded by autograd.
@@ -118,16 +129,21 @@ def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = e
     entropies = images.new_empty(shape)
     values = images.new_empty(shape)
     rewards = images.new_empty(shape)
+    alive = images.new_empty(shape)
     mask = env.initial_mask(images)  # (B, H, W)
     for t in range(t_max):
         action, logp_a, ent, value, _ = agent.get_action_and_value(env.observe(images, mask), generator=generator)
         new_mask = env.update_mask(mask, action)
         log_probs[t], entropies[t], values[t] = logp_a, ent, value
         rewards[t] = env.reward(mask, new_mask, gt)
+        alive[t] = mask
         mask = new_mask
-    with torch.no_grad():
-        bootstrap = agent.get_value(env.observe(images, mask))
-    return Rollout(log_probs, entropies, values, rewards, bootstrap, mask)
+    if bootstrap_value:
+        with torch.no_grad():
+            bootstrap = agent.get_value(env.observe(images, mask))
+    else:
+        bootstrap = torch.zeros_like(mask)
+    return Rollout(log_probs, entropies, values, rewards, alive, bootstrap, mask)
 
 
 def nstep_returns(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float,
@@ -153,13 +169,22 @@ class Losses:
 
 
 def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: float,
-                entropy_beta: float) -> Losses:
+                entropy_beta: float, alive_only: bool = True) -> Losses:
     """Actor-critic losses of one rollout (see the module docstring for the reductions)."""
     returns = nstep_returns(ro.rewards, ro.bootstrap, gamma, kernel)  # (T, B, H, W)
     advantage = returns - ro.values
     # Sum over the T steps, mean over batch and pixels.
-    policy = -(ro.log_probs * advantage.detach()).mean(dim=(1, 2, 3)).sum()
+    if alive_only:
+        # Agents whose pixel is already zero cannot change anything: both actions have the same
+        # return, so their policy-gradient term is zero in expectation and pure noise in a sample.
+        # Dropping them leaves the expected gradient unchanged and removes most of its variance
+        # (late in an episode most pixels are background and already zeroed).
+        weight = ro.alive / ro.alive.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+        weight = weight * ro.alive[0].numel()  # keep the per-pixel mean's scale
+    else:
+        weight = torch.ones_like(ro.alive)
+    policy = -(ro.log_probs * advantage.detach() * weight).mean(dim=(1, 2, 3)).sum()
     value = (0.5 * advantage.pow(2)).mean(dim=(1, 2, 3)).sum()
-    entropy = ro.entropies.mean(dim=(1, 2, 3)).sum()
+    entropy = (ro.entropies * weight).mean(dim=(1, 2, 3)).sum()
     total = policy + value_coef * value - entropy_beta * entropy
     return Losses(total, policy, value, entropy)

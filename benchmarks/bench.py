@@ -1,0 +1,173 @@
+"""Throughput benchmark: PixelDRL-MG (PA3C training and greedy inference) against MONAI's U-Net.
+
+    python benchmarks/bench.py                       # CPU, paper preset, 256×256, batch 2
+    python benchmarks/bench.py --device cuda --batch-sizes 2 16 64 --amp bf16
+
+Plain PyTorch timing: warm-up iterations, then the median of ``--repeats`` timed iterations, with
+``torch.cuda.synchronize()`` around each on CUDA. For each (model, batch size) it prints:
+
+* train slices/s — PixelDRL-MG: one full PA3C update (t_max sampled steps forward, returns,
+  losses, one backward, one Adam step); U-Net: one Dice+CE supervised step.
+* infer slices/s — PixelDRL-MG: the greedy ``t_max``-step episode, all steps run (no early stop,
+  so the figure does not depend on the weights); U-Net: one forward pass.
+* peak memory (CUDA only) and achieved model TFLOP/s, from a FLOP count of one forward pass
+  (``torch.utils.flop_counter``), counting backward as twice the forward.
+
+The table names the device (CPU model or GPU card), torch version and settings; copy it into
+BENCHMARKS.md with the command and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pixeldrl import env
+from pixeldrl.model import net_config
+from pixeldrl.pa3c import Agent, pa3c_losses, rollout
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return float(fc.get_total_flops())
+
+
+def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_pixeldrl(preset: str, batch: int, size: int, device: torch.device, amp, warmup: int, repeats: int,
+                   t_max: int = env.T_MAX) -> dict:
+    torch.manual_seed(0)
+    agent = Agent(net_config(preset), 3).to(device)
+    opt = torch.optim.Adam(agent.parameters(), lr=1e-4)
+    images = torch.rand(batch, 1, size, size, device=device)
+    gt = (images[:, 0] > 0.5).float()
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def train_step():
+        with amp():
+            ro = rollout(agent, images, gt, t_max, generator=gen)
+            losses = pa3c_losses(ro, agent.return_kernel, 0.95, 0.5, 0.01)
+        opt.zero_grad(set_to_none=True)
+        losses.total.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer():
+        with amp():
+            mask = env.initial_mask(images)
+            for _ in range(t_max):
+                action, *_ = agent.get_action_and_value(env.observe(images, mask), greedy=True)
+                mask = env.update_mask(mask, action)
+
+    flops = forward_flops(agent.net, images[:1]) * batch
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_train = timed(train_step, device, warmup, repeats)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    t_inf = timed(infer, device, warmup, repeats)
+    return dict(train=batch / t_train, infer=batch / t_inf, peak=peak,
+                train_tflops=3 * t_max * flops / t_train / 1e12, infer_tflops=t_max * flops / t_inf / 1e12,
+                gflop=flops / batch / 1e9)
+
+
+def bench_unet(batch: int, size: int, device: torch.device, amp, warmup: int, repeats: int) -> dict:
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    images = torch.rand(batch, 1, size, size, device=device)
+    labels = (images > 0.5).long()
+
+    def train_step():
+        with amp():
+            loss = loss_fn(net(images), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer():
+        with amp():
+            net(images).argmax(1)
+
+    flops = forward_flops(net, images[:1]) * batch
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_train = timed(train_step, device, warmup, repeats)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    t_inf = timed(infer, device, warmup, repeats)
+    return dict(train=batch / t_train, infer=batch / t_inf, peak=peak, train_tflops=3 * flops / t_train / 1e12,
+                infer_tflops=flops / t_inf / 1e12, gflop=flops / batch / 1e9)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[2])
+    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast dtype (CUDA)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-unet", action="store_true")
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+
+    def amp():
+        if a.amp == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    print(f"device: {device_name(device)} | torch {torch.__version__} | {a.size}x{a.size} | t_max {env.T_MAX} "
+          f"| amp {a.amp} | median of {a.repeats} after {a.warmup} warm-up")
+    header = f"| model | batch | GFLOP/fwd/slice | train slices/s | infer slices/s | peak GiB | train TFLOP/s | infer TFLOP/s |"
+    print(header)
+    print("|" + "---|" * 8)
+    for b in a.batch_sizes:
+        rows = [(f"PixelDRL-MG ({a.preset})", bench_pixeldrl(a.preset, b, a.size, device, amp, a.warmup, a.repeats))]
+        if not a.no_unet:
+            rows.append(("MONAI BasicUNet", bench_unet(b, a.size, device, amp, a.warmup, a.repeats)))
+        for name, r in rows:
+            print(f"| {name} | {b} | {r['gflop']:.1f} | {r['train']:.2f} | {r['infer']:.2f} | {r['peak']:.2f} "
+                  f"| {r['train_tflops']:.3f} | {r['infer_tflops']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
