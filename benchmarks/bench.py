@@ -161,10 +161,16 @@ def main(argv=None) -> None:
     print(header)
     print("|" + "---|" * 8)
     for b in a.batch_sizes:
-        rows = [(f"PixelDRL-MG ({a.preset})", bench_pixeldrl(a.preset, b, a.size, device, amp, a.warmup, a.repeats))]
+        jobs = [(f"PixelDRL-MG ({a.preset})", lambda: bench_pixeldrl(a.preset, b, a.size, device, amp, a.warmup, a.repeats))]
         if not a.no_unet:
-            rows.append(("MONAI BasicUNet", bench_unet(b, a.size, device, amp, a.warmup, a.repeats)))
-        for name, r in rows:
+            jobs.append(("MONAI BasicUNet", lambda: bench_unet(b, a.size, device, amp, a.warmup, a.repeats)))
+        for name, job in jobs:
+            try:
+                r = job()
+            except torch.cuda.OutOfMemoryError:
+                print(f"| {name} | {b} | out of memory | | | | | |", flush=True)
+                torch.cuda.empty_cache()
+                continue
             print(f"| {name} | {b} | {r['gflop']:.1f} | {r['train']:.2f} | {r['infer']:.2f} | {r['peak']:.2f} "
                   f"| {r['train_tflops']:.3f} | {r['infer_tflops']:.3f} |", flush=True)
 
