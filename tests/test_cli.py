@@ -552,3 +552,16 @@ def test_unusable_device(trained, tmp_path, capsys, command, device):
     assert_input_error(rc, err, f"--device {device}")
     assert ckpt.read_bytes() == before
     assert not (tmp_path / "run").exists() and not (tmp_path / "pred").exists()
+
+
+def test_resume_uses_the_runs_own_config(tmp_path, capsys):
+    # The first run used --image-size 16 and --preset small; resuming with only --epochs must keep them.
+    data = make_dataset(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    rc, _, err = run_cli(capsys, "train", "--data", data, *FAST, "--out", run_dir)
+    assert rc == 0, err
+    rc, _, err = run_cli(capsys, "train", "--data", data, "--epochs", "2", "--out", run_dir, "--resume")
+    assert rc == 0, err
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["preset"] == "small" and cfg["image_size"] == 16 and cfg["epochs"] == 2
+    assert [int(r["epoch"]) for r in read_log(run_dir)] == [1, 2]

@@ -47,6 +47,22 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise InputError(f"{a.data}: no such dataset folder")
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise InputError(f"--out {a.out}: exists and is not a folder")
+    if a.resume and a.out and (Path(a.out) / "config.json").is_file():
+        # Resume with the run's own settings; only the epoch budget and the device may change.
+        from .config import TrainConfig, validate
+
+        try:
+            cfg = TrainConfig.from_dict(json.loads((Path(a.out) / "config.json").read_text()))
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{Path(a.out) / 'config.json'}: unreadable run config ({e})")
+        if Path(a.data).resolve() != Path(cfg.data).resolve():
+            raise InputError(f"--data {a.data}: the run in {a.out} was trained on {cfg.data}; resume with that dataset")
+        cfg.epochs = a.epochs or cfg.epochs
+        cfg.device = a.device
+        validate(cfg)
+        run_dir = train(cfg, resume=True)
+        print(f"run folder: {run_dir}")
+        return 0
     cfg = make_config(a.preset, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
                       lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
