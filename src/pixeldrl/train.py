@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from .config import TrainConfig, validate
 from .data import SliceDataset, load_splits
 from .errors import InputError
@@ -49,15 +49,6 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     """runs/DATASET/PRESET[-nosam][-nodc]/seedK — derived from what the run is."""
     variant = cfg.preset + ("" if cfg.use_sam else "-nosam") + ("" if cfg.use_dilation else "-nodc")
     return Path("runs") / Path(cfg.data).resolve().name / variant / f"seed{cfg.seed}"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device {name}: not a device name (use cpu, cuda or cuda:N)")
 
 
 def batch_dice(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
