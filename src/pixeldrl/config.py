@@ -7,7 +7,7 @@ tests. Values marked "chosen" are ours where the paper is silent.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from .errors import InputError
 from .model import PRESETS, NetConfig, net_config

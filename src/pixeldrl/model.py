@@ -19,7 +19,7 @@ dilation rate becomes 1 (same parameter count, smaller receptive field).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
