@@ -1,32 +1,75 @@
-"""PA3C stability sweep on a prepared demo dataset: prints per-epoch val/train Dice per setting.
+"""PA3C hyper-parameter sweep on the demo slices: every setting trains in its own process, in parallel.
 
-    python benchmarks/pa3c_sweep.py DATA_DIR [--device cuda]
+    python benchmarks/pa3c_sweep.py DATA_DIR [--device cuda] [--epochs 20] [--jobs 10] [--only NAME ...]
 
-DATA_DIR: a folder written by ``pixeldrl.demo_data.make_demo_dataset``. This produced the sweep
-quoted in the README's "Known problem" (run on an NVIDIA H100, 15 epochs per setting).
+DATA_DIR: a folder written by ``pixeldrl.demo_data.make_demo_dataset`` (``pixeldrl demo`` writes one
+to ``OUT/data``). Each setting is the demo's training config (``pixeldrl.demo.DEMO_TRAIN``) with the
+overrides in ``RUNS``; the table gives the validation Dice (greedy) after every epoch and the best.
+On one GPU the settings share the card; on CPU give each process one thread (``--jobs`` ≤ cores).
 """
 import argparse
 import csv
-
-from pixeldrl.config import make_config
-from pixeldrl.train import train
+import multiprocessing as mp
+import os
+import time
 
 RUNS = {
-    "lr1e-4": dict(lr=1e-4), "lr3e-5": dict(lr=3e-5), "lr1e-4_keep99": dict(lr=1e-4, init_keep_prob=0.99),
-    "lr1e-4_b16": dict(lr=1e-4, batch_size=16), "lr1e-4_all_pixels": dict(lr=1e-4, alive_only=False),
-    "lr3e-4_ent0.1": dict(lr=3e-4, entropy_beta=0.1),
+    "demo": {},
+    "no_norm": dict(norm="none"),  # VGG16 as published: collapses (README, "Normalisation")
+    "lr3e-3": dict(lr=3e-3),
+    "batch2": dict(batch_size=2),
+    "keep0.8": dict(init_keep_prob=0.8),
+    "keep0.9": dict(init_keep_prob=0.9),
+    "no_entropy": dict(entropy_beta=0.0),
+    "no_decay": dict(lr_step=1000),
+    "all_pixels": dict(alive_only=False),
+    "batch2_lr3e-4": dict(batch_size=2, lr=3e-4),
+    "kernel1": dict(kernel_size=1),
+    "bootstrapV": dict(bootstrap_value=True),
+    "lr3e-3_keep0.8": dict(lr=3e-3, init_keep_prob=0.8),
+    "lr2e-3_no_decay": dict(lr=2e-3, lr_step=1000),
+    "b2_lr2e-3_no_decay": dict(batch_size=2, lr=2e-3, lr_step=1000),
+    "lr2e-3_no_decay_ent0.03": dict(lr=2e-3, lr_step=1000, entropy_beta=0.03),
+    "b2_lr1e-3_no_decay": dict(batch_size=2, lr=1e-3, lr_step=1000),
+    "b2_lr2e-3_keep0.5": dict(batch_size=2, lr=2e-3, lr_step=1000, init_keep_prob=0.5),
+    "b2_lr2e-3_keep0.8": dict(batch_size=2, lr=2e-3, lr_step=1000, init_keep_prob=0.8),
 }
+
+
+def one(args):
+    name, data, device, epochs, out = args
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    from pixeldrl.config import make_config
+    from pixeldrl.demo import DEMO_TRAIN
+    from pixeldrl.train import train
+
+    t0 = time.time()
+    kw = {**DEMO_TRAIN, "epochs": epochs, **RUNS[name]}
+    cfg = make_config("small", data=data, out=f"{out}/{name}", device=device, **kw)
+    try:
+        train(cfg, progress=False, evaluate_test=False)
+    except Exception as e:  # a failed setting is a row, not a crash of the sweep
+        return name, [], f"failed: {e}", time.time() - t0
+    rows = list(csv.DictReader(open(f"{out}/{name}/log.csv")))
+    return name, [float(r["val_dice"]) for r in rows], "", time.time() - t0
+
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("data")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--only", nargs="*", default=None)
+    p.add_argument("--out", default="/tmp/pa3c_sweep")
     a = p.parse_args()
-    for name, kw in RUNS.items():
-        base = dict(image_size=128, epochs=a.epochs, batch_size=4, lr_step=100, val_every=1, **kw)
-        cfg = make_config("small", data=a.data, out=f"/tmp/sw_{name}", device=a.device, **base)
-        train(cfg, progress=False, evaluate_test=False)
-        rows = list(csv.DictReader(open(f"/tmp/sw_{name}/log.csv")))
-        print(name, "val_dice:", " ".join(f"{float(r['val_dice']):.3f}" for r in rows),
-              "| train:", " ".join(f"{float(r['train_dice']):.2f}" for r in rows), flush=True)
+    names = a.only or list(RUNS)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(a.jobs) as pool:
+        for name, vals, err, secs in pool.imap_unordered(one, [(n, a.data, a.device, a.epochs, a.out) for n in names]):
+            best = max(vals) if vals else float("nan")
+            print(f"{name:16s} best {best:.3f} ({secs:.0f} s) | val: " + " ".join(f"{v:.2f}" for v in vals) + err,
+                  flush=True)

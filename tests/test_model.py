@@ -10,13 +10,18 @@ def test_paper_preset_has_7_14_million_parameters():
     counts = count_parameters(PixelDRLNet(net_config("paper")))
     assert abs(counts["total"] - 7.14e6) / 7.14e6 < 0.02
     assert counts["total"] == counts["trunk"] + counts["sam"] + counts["policy"] + counts["value"]
-    # VGG16 conv1_1 ... conv4_3 at half width with one input channel, counted by hand
-    widths, n_convs, c_in, vgg = (32, 64, 128, 256), (2, 2, 3, 3), 1, 0
+    # VGG16 conv1_1 ... conv4_3 at half width with one input channel, counted by hand,
+    # plus each GroupNorm's scale and shift (2 per channel)
+    widths, n_convs, c_in, vgg, gn = (32, 64, 128, 256), (2, 2, 3, 3), 1, 0, 0
     for w, n in zip(widths, n_convs):
         for _ in range(n):
             vgg += c_in * w * 9 + w
+            gn += 2 * w
             c_in = w
-    assert counts["trunk"] == vgg == 1_909_344
+    assert vgg == 1_909_344
+    assert counts["trunk"] == vgg + gn == 1_912_032
+    plain = count_parameters(PixelDRLNet(net_config("paper", norm="none")))
+    assert plain["trunk"] == vgg
 
 
 @pytest.mark.parametrize("preset", ["paper", "small"])

@@ -31,6 +31,8 @@ class TrainConfig:
     """Table 3 ablation switch: dilated convolutions."""
     in_channels: int = 1
     """Input channels of the images."""
+    norm: str = "group"
+    """Normalisation in the network: ``group`` (GroupNorm, chosen) or ``none`` (as VGG16; collapses)."""
     # --- PA3C
     t_max: int = 10
     """Steps per episode (paper: 10)."""
@@ -42,6 +44,8 @@ class TrainConfig:
     """Entropy bonus β (chosen)."""
     value_coef: float = 0.5
     """Weight of the value loss ½(R−V)² in the total (chosen)."""
+    bootstrap_value: bool = False
+    """R(t_max) = V(s(t_max)) as Eq. 8 is written (True) or 0 because the episode ends (False, chosen)."""
     alive_only: bool = True
     """Policy/entropy terms over still-unzeroed pixels only (chosen; unbiased, less variance; see ``pa3c``)."""
     init_keep_prob: float = 0.95
@@ -73,7 +77,7 @@ class TrainConfig:
 
     def net_config(self) -> NetConfig:
         return net_config(self.preset, in_channels=self.in_channels, use_sam=self.use_sam,
-                          use_dilation=self.use_dilation)
+                          use_dilation=self.use_dilation, norm=self.norm)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +116,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.t_max >= 1, f"t_max must be >= 1, got {cfg.t_max}"),
         (0 <= cfg.gamma <= 1, f"gamma must be in [0, 1], got {cfg.gamma}"),
         (cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1, f"kernel size must be odd, got {cfg.kernel_size}"),
+        (cfg.norm in ("group", "none"), f"norm must be group or none, got {cfg.norm!r}"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
     ]
     for ok, msg in checks:

@@ -19,6 +19,7 @@ dilation rate becomes 1 (same parameter count, smaller receptive field).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -49,6 +50,9 @@ class NetConfig:
     """Table 3 switch: the self-attention module on the 1/8-scale features."""
     use_dilation: bool = True
     """Table 3 switch: dilated convolutions (False: every dilation rate is 1)."""
+    norm: str = "group"
+    """Normalisation after every 3×3 conv: ``group`` (GroupNorm, chosen default) or ``none`` (VGG16 as
+    published). Without it PA3C collapses to "zero every pixel" (see :class:`PixelDRLNet`)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,10 +83,15 @@ def net_config(preset: str, **overrides) -> NetConfig:
 
 
 class ConvReLU(nn.Sequential):
-    """3×3 convolution (dilation d, 'same' padding) + ReLU."""
+    """3×3 convolution (dilation d, 'same' padding) [+ GroupNorm] + ReLU."""
 
-    def __init__(self, c_in: int, c_out: int, dilation: int = 1):
-        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True))
+    def __init__(self, c_in: int, c_out: int, dilation: int = 1, norm: str = "none"):
+        layers = [nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation)]
+        if norm == "group":
+            layers.append(nn.GroupNorm(math.gcd(8, c_out), c_out))
+        elif norm != "none":
+            raise ValueError(f"unknown norm {norm!r}; choose none or group")
+        super().__init__(*layers, nn.ReLU(inplace=True))
 
 
 class VGGHalfTrunk(nn.Module):
@@ -96,7 +105,7 @@ class VGGHalfTrunk(nn.Module):
             dils = dils if cfg.use_dilation else (1,) * n
             layers = []
             for d in dils:
-                layers.append(ConvReLU(c_in, width, d))
+                layers.append(ConvReLU(c_in, width, d, cfg.norm))
                 c_in = width
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.ModuleList(blocks)
@@ -157,7 +166,7 @@ class DilatedHead(nn.Module):
             dils = dils if cfg.use_dilation else (1,) * len(dils)
             layers, c_in = [], c_prev + trunk_c
             for d in dils:
-                layers.append(ConvReLU(c_in, head_c, d))
+                layers.append(ConvReLU(c_in, head_c, d, cfg.norm))
                 c_in = head_c
             levels.append(nn.Sequential(*layers))
             c_prev = head_c

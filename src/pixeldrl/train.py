@@ -94,7 +94,7 @@ def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg:
         if cfg.augment:
             images, masks = _flip(images, masks, shuffle_gen)
         images, masks = images.to(device), masks.to(device)
-        ro = rollout(agent, images, masks, cfg.t_max, generator=sample_gen)
+        ro = rollout(agent, images, masks, cfg.t_max, generator=sample_gen, bootstrap_value=cfg.bootstrap_value)
         losses = pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta,
                              cfg.alive_only)
         opt.zero_grad(set_to_none=True)
