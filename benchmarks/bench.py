@@ -1,7 +1,12 @@
 """Throughput benchmark: PixelDRL-MG (PA3C training and greedy inference) against MONAI's U-Net.
 
     python benchmarks/bench.py                       # CPU, paper preset, 256×256, batch 2
-    python benchmarks/bench.py --device cuda --batch-sizes 2 16 64 --amp bf16
+    python benchmarks/bench.py --device cuda --batch-sizes 2 16 64 --variants plain cl cl,bf16 cl,bf16,compile
+
+``--variants``: comma-joined fast paths of ``Agent.set_fast_paths`` per PixelDRL-MG row — ``plain``
+(the straightforward version: NCHW, float32), ``cl`` (channels-last), ``bf16`` (autocast),
+``compile`` (torch.compile), ``recompute`` (activation checkpointing). The U-Net runs once per
+batch size, in bf16 when any variant uses it.
 
 Plain PyTorch timing: warm-up iterations, then the median of ``--repeats`` timed iterations, with
 ``torch.cuda.synchronize()`` around each on CUDA. For each (model, batch size) it prints:
@@ -68,10 +73,17 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_pixeldrl(preset: str, batch: int, size: int, device: torch.device, amp, warmup: int, repeats: int,
-                   t_max: int = env.T_MAX) -> dict:
+def bench_pixeldrl(preset: str, batch: int, size: int, device: torch.device, variant: str, warmup: int,
+                   repeats: int, t_max: int = env.T_MAX) -> dict:
     torch.manual_seed(0)
+    flags = set(variant.split(",")) - {"plain"}
+    unknown = flags - {"cl", "bf16", "compile", "recompute"}
+    if unknown:
+        raise SystemExit(f"unknown variant flags {sorted(unknown)}")
     agent = Agent(net_config(preset), 3).to(device)
+    agent.set_fast_paths(channels_last="cl" in flags, amp="bf16" if "bf16" in flags else "none",
+                         compile="compile" in flags, recompute="recompute" in flags)
+    amp = contextlib.nullcontext  # the agent applies its own autocast
     opt = torch.optim.Adam(agent.parameters(), lr=1e-4)
     images = torch.rand(batch, 1, size, size, device=device)
     gt = (images[:, 0] > 0.5).float()
@@ -143,35 +155,38 @@ def main(argv=None) -> None:
     p.add_argument("--preset", default="paper")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[2])
-    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast dtype (CUDA)")
+    p.add_argument("--variants", nargs="+", default=["plain", "cl"], help="fast-path sets, e.g. plain cl cl,bf16")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-unet", action="store_true")
     a = p.parse_args(argv)
     device = torch.device(a.device)
 
+    unet_amp = "bf16" if any("bf16" in v for v in a.variants) else "none"
+
     def amp():
-        if a.amp == "bf16":
+        if unet_amp == "bf16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     print(f"device: {device_name(device)} | torch {torch.__version__} | {a.size}x{a.size} | t_max {env.T_MAX} "
-          f"| amp {a.amp} | median of {a.repeats} after {a.warmup} warm-up")
-    header = f"| model | batch | GFLOP/fwd/slice | train slices/s | infer slices/s | peak GiB | train TFLOP/s | infer TFLOP/s |"
+          f"| U-Net amp {unet_amp} | median of {a.repeats} after {a.warmup} warm-up")
+    header = f"| model | variant | batch | GFLOP/fwd/slice | train slices/s | infer slices/s | peak GiB | train TFLOP/s | infer TFLOP/s |"
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     for b in a.batch_sizes:
-        jobs = [(f"PixelDRL-MG ({a.preset})", lambda: bench_pixeldrl(a.preset, b, a.size, device, amp, a.warmup, a.repeats))]
+        jobs = [(f"PixelDRL-MG ({a.preset})", v, lambda v=v: bench_pixeldrl(a.preset, b, a.size, device, v, a.warmup,
+                                                                           a.repeats)) for v in a.variants]
         if not a.no_unet:
-            jobs.append(("MONAI BasicUNet", lambda: bench_unet(b, a.size, device, amp, a.warmup, a.repeats)))
-        for name, job in jobs:
+            jobs.append(("MONAI BasicUNet", unet_amp, lambda: bench_unet(b, a.size, device, amp, a.warmup, a.repeats)))
+        for name, variant, job in jobs:
             try:
                 r = job()
             except torch.cuda.OutOfMemoryError:
-                print(f"| {name} | {b} | out of memory | | | | | |", flush=True)
+                print(f"| {name} | {variant} | {b} | out of memory | | | | | |", flush=True)
                 torch.cuda.empty_cache()
                 continue
-            print(f"| {name} | {b} | {r['gflop']:.1f} | {r['train']:.2f} | {r['infer']:.2f} | {r['peak']:.2f} "
+            print(f"| {name} | {variant} | {b} | {r['gflop']:.1f} | {r['train']:.2f} | {r['infer']:.2f} | {r['peak']:.2f} "
                   f"| {r['train_tflops']:.3f} | {r['infer_tflops']:.3f} |", flush=True)
 
 

@@ -15,24 +15,14 @@ import time
 
 RUNS = {
     "demo": {},
-    "no_norm": dict(norm="none"),  # VGG16 as published: collapses (README, "Normalisation")
-    "lr3e-3": dict(lr=3e-3),
-    "batch2": dict(batch_size=2),
-    "keep0.8": dict(init_keep_prob=0.8),
+    "no_norm": dict(norm="none"),  # VGG16 as published: collapses (README, "Training stability")
     "keep0.9": dict(init_keep_prob=0.9),
-    "no_entropy": dict(entropy_beta=0.0),
-    "no_decay": dict(lr_step=1000),
-    "all_pixels": dict(alive_only=False),
-    "batch2_lr3e-4": dict(batch_size=2, lr=3e-4),
-    "kernel1": dict(kernel_size=1),
-    "bootstrapV": dict(bootstrap_value=True),
-    "lr3e-3_keep0.8": dict(lr=3e-3, init_keep_prob=0.8),
-    "lr2e-3_no_decay": dict(lr=2e-3, lr_step=1000),
-    "b2_lr2e-3_no_decay": dict(batch_size=2, lr=2e-3, lr_step=1000),
-    "lr2e-3_no_decay_ent0.03": dict(lr=2e-3, lr_step=1000, entropy_beta=0.03),
-    "b2_lr1e-3_no_decay": dict(batch_size=2, lr=1e-3, lr_step=1000),
-    "b2_lr2e-3_keep0.5": dict(batch_size=2, lr=2e-3, lr_step=1000, init_keep_prob=0.5),
-    "b2_lr2e-3_keep0.8": dict(batch_size=2, lr=2e-3, lr_step=1000, init_keep_prob=0.8),
+    "lr3e-3": dict(lr=3e-3),
+    "lr1e-3": dict(lr=1e-3),
+    "ent0.03": dict(entropy_beta=0.03),
+    "batch1_lr1e-3": dict(batch_size=1, lr=1e-3),
+    "decay0.5_every10": dict(lr_step=10, lr_decay=0.5),
+    "paper_schedule": dict(batch_size=2, lr=1e-3, lr_step=25, lr_decay=0.9),
 }
 
 

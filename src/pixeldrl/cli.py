@@ -33,6 +33,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sam", action="store_true", help="ablation: no self-attention module")
     p.add_argument("--no-dilation", action="store_true", help="ablation: no dilated convolutions")
     p.add_argument("--augment", action="store_true", help="random flips of training slices (not in the paper)")
+    p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
+    p.add_argument("--recompute", action="store_true", help="activation checkpointing: large batches fit")
+    p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the faster NHWC layout")
+    p.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1)")
     p.add_argument("--out", default="", help="run folder (default runs/DATASET/PRESET/seedK)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
@@ -66,9 +71,15 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = make_config(a.preset, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
                       lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
-                      augment=True if a.augment else None)
+                      augment=True if a.augment else None, amp=a.amp, compile=True if a.compile else None,
+                      recompute=True if a.recompute else None,
+                      channels_last=False if a.no_channels_last else None, workers=a.workers)
     resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
     run_dir = train(cfg, resume=a.resume)
+    from .parallel import dist_env
+
+    if dist_env()[0] != 0:
+        return 0  # torchrun: rank 0 reports
     print(f"run folder: {run_dir}")
     summary = run_dir / "summary.json"
     if summary.exists():

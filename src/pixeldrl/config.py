@@ -65,6 +65,17 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: off; chosen off, the paper does not clip)."""
     augment: bool = False
     """Random horizontal/vertical flips of training slices (chosen off: not in the paper)."""
+    # --- speed (none of these changes what is computed; ``benchmarks/bench.py`` measures them)
+    channels_last: bool = True
+    """NHWC memory format for the network (faster convolutions on CPU and GPU)."""
+    amp: str = "none"
+    """``bf16``: bfloat16 autocast of the forward passes (GPU); losses stay in float32."""
+    compile: bool = False
+    """``torch.compile`` the network (pays on GPU after a compile pause; no gain measured on CPU)."""
+    recompute: bool = False
+    """Activation checkpointing of every step: ~t_max× less activation memory, ~⅓ more compute."""
+    workers: int = 1
+    """Asynchronous PA3C worker processes (Algorithm 1, Hogwild); 1 = the synchronous batched form."""
     # --- bookkeeping
     val_every: int = 1
     """Validate (greedy Dice on the val split) every this many epochs; best checkpoint by it."""
@@ -117,6 +128,8 @@ def validate(cfg: TrainConfig) -> None:
         (0 <= cfg.gamma <= 1, f"gamma must be in [0, 1], got {cfg.gamma}"),
         (cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1, f"kernel size must be odd, got {cfg.kernel_size}"),
         (cfg.norm in ("group", "none"), f"norm must be group or none, got {cfg.norm!r}"),
+        (cfg.amp in ("none", "bf16"), f"--amp must be none or bf16, got {cfg.amp!r}"),
+        (cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
     ]
     for ok, msg in checks:

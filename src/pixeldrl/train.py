@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
@@ -39,6 +40,7 @@ from .data import SliceDataset, load_splits
 from .errors import InputError
 from .metrics import dice
 from .pa3c import Agent, pa3c_losses, rollout
+from .parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
 from .predict import segment
 
 LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
@@ -78,40 +80,61 @@ def _flip(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator):
     return images, masks
 
 
+STAT_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "mean_reward")
+
+
+def pa3c_update(agent: Agent, opt: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor,
+                cfg: TrainConfig, sample_gen: torch.Generator, grad_hook=None) -> tuple[list[float], list[float]]:
+    """One PA3C update on a batch (B, C, S, S), (B, S, S): rollout, losses, backward, optimiser step.
+
+    ``grad_hook(agent)`` runs between backward and the step: the asynchronous workers hand their
+    gradients to the shared parameters there, data-parallel ranks average theirs.
+    Returns the update's ``STAT_KEYS`` values and the sampled episodes' per-image Dice.
+    """
+    ro = rollout(agent, images, masks, cfg.t_max, generator=sample_gen, bootstrap_value=cfg.bootstrap_value)
+    losses = pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only)
+    agent.zero_grad(set_to_none=True)
+    losses.total.backward()
+    if grad_hook is not None:
+        grad_hook(agent)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+    opt.step()
+    # One host sync per update, for the log.
+    stats = torch.stack([losses.total, losses.policy, losses.value, losses.entropy / cfg.t_max,
+                         ro.rewards.mean()]).tolist()
+    return stats, batch_dice(ro.final_mask > 0, masks)
+
+
+def epoch_batches(n: int, batch_size: int, shuffle_gen: torch.Generator) -> list[torch.Tensor]:
+    """The epoch's shuffled index batches (the last one may be short)."""
+    order = torch.randperm(n, generator=shuffle_gen)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def summarize(stats: list[list[float]], dices: list[float]) -> dict:
+    out = {k: float(np.mean([s[i] for s in stats])) for i, k in enumerate(STAT_KEYS)}
+    out["train_dice"] = float(np.mean(dices))
+    return out
+
+
 def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
                 device: torch.device, shuffle_gen: torch.Generator, sample_gen: torch.Generator,
-                progress: bool) -> dict:
+                progress: bool, batches: list[torch.Tensor] | None = None, grad_hook=None) -> dict:
     """One pass over the training split; returns the epoch's mean losses, reward, entropy, Dice."""
     agent.train()
-    order = torch.randperm(len(ds), generator=shuffle_gen)
-    sums = dict(loss=0.0, policy_loss=0.0, value_loss=0.0, entropy=0.0, mean_reward=0.0)
-    dices: list[float] = []
-    n_batches = math.ceil(len(ds) / cfg.batch_size)
-    bar = tqdm(range(n_batches), desc="train", unit="batch", leave=False, disable=not progress)
-    for i in bar:
-        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+    batches = epoch_batches(len(ds), cfg.batch_size, shuffle_gen) if batches is None else batches
+    stats, dices = [], []
+    bar = tqdm(batches, desc="train", unit="batch", leave=False, disable=not progress)
+    for idx in bar:
         images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
         if cfg.augment:
             images, masks = _flip(images, masks, shuffle_gen)
-        images, masks = images.to(device), masks.to(device)
-        ro = rollout(agent, images, masks, cfg.t_max, generator=sample_gen, bootstrap_value=cfg.bootstrap_value)
-        losses = pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta,
-                             cfg.alive_only)
-        opt.zero_grad(set_to_none=True)
-        losses.total.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
-        opt.step()
-        # One host sync per batch, for the log.
-        stats = torch.stack([losses.total, losses.policy, losses.value, losses.entropy / cfg.t_max,
-                             ro.rewards.mean()]).tolist()
-        for k, v in zip(sums, stats):
-            sums[k] += v
-        dices += batch_dice(ro.final_mask > 0, masks)
-        bar.set_postfix(loss=f"{stats[0]:.3f}", dice=f"{np.mean(dices):.3f}")
-    out = {k: v / n_batches for k, v in sums.items()}
-    out["train_dice"] = float(np.mean(dices))
-    return out
+        s, d = pa3c_update(agent, opt, images.to(device), masks.to(device), cfg, sample_gen, grad_hook)
+        stats.append(s)
+        dices += d
+        bar.set_postfix(loss=f"{s[0]:.3f}", dice=f"{np.mean(dices):.3f}")
+    return summarize(stats, dices)
 
 
 def _read_log(path: Path, upto_epoch: int) -> list[dict]:
@@ -139,12 +162,21 @@ def _write_json(path: Path, obj) -> None:
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluate_test: bool = True) -> Path:
     """Train PixelDRL-MG as configured; returns the run folder. See the module docstring."""
     validate(cfg)
+    _, world, local_rank = dist_env()
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)  # torchrun: one GPU per rank
+        torch.cuda.set_device(device)
+    if cfg.workers > 1 and (device.type != "cpu" or world > 1):
+        raise InputError("--workers: the asynchronous workers run on CPU in one process group; "
+                         "use torchrun for several GPUs")
+    rank, world = init_distributed(device)
+    main_rank = rank == 0
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     latest = run_dir / "checkpoint_latest.pt"
     if resume and not latest.exists():
         raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
-    if not resume and latest.exists():
+    if not resume and latest.exists() and main_rank:
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
     splits = load_splits(cfg.data, cfg.image_size, cfg.split_seed)
     train_ds, val_ds = splits["train"], splits["val"]
@@ -153,10 +185,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
 
     torch.manual_seed(cfg.seed)
     agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob).to(device)
+    agent.set_fast_paths(cfg.channels_last, cfg.amp, cfg.compile, cfg.recompute)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
     start_epoch, best = 1, -1.0
     if resume:
         ckpt = load_checkpoint(latest, map_location=device)
@@ -166,9 +199,27 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         shuffle_gen.set_state(ckpt["shuffle_rng"])
         sample_gen.set_state(ckpt["sample_rng"].cpu())
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", cfg.to_dict())
-    _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
+    workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks) if cfg.workers > 1 else None
+    try:
+        return _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch,
+                           best, workers, rank, world, progress, evaluate_test)
+    finally:
+        if workers is not None:
+            workers.close()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch, best,
+                workers, rank, world, progress, evaluate_test) -> Path:
+    main_rank = rank == 0
+    progress = progress and main_rank
+    train_ds, val_ds = splits["train"], splits["val"]
+    latest = run_dir / "checkpoint_latest.pt"
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "config.json", cfg.to_dict())
+        _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log_path = run_dir / "log.csv"
     log = _read_log(log_path, start_epoch - 1)
 
@@ -184,8 +235,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress)
+        batches = epoch_batches(len(train_ds), cfg.batch_size, shuffle_gen)
+        if workers is not None:
+            stats = summarize(*workers.run_epoch(batches, lr))
+        elif world > 1:
+            stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress,
+                                batches=shard_batches(batches, cfg.batch_size, rank, world),
+                                grad_hook=average_gradients)
+        else:
+            stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress, batches)
         sched.step()
+        if not main_rank:
+            continue  # rank 0 validates and writes; the others wait for it at the next all-reduce
         val = float("nan")
         if len(val_ds) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
             val = validate_dice(agent, val_ds, cfg.t_max, device)
@@ -203,6 +264,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         save_checkpoint(latest, payload(epoch))
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}",
                            val_dice=f"{val:.3f}")
+    if not main_rank:
+        return run_dir
     save_checkpoint(run_dir / "checkpoint_final.pt", payload(cfg.epochs))
     if not (run_dir / "checkpoint_best.pt").exists():
         save_checkpoint(run_dir / "checkpoint_best.pt", payload(cfg.epochs))

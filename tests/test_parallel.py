@@ -1,0 +1,168 @@
+"""Parallel PA3C: one asynchronous worker equals the synchronous form; a data-parallel step over two
+gloo ranks equals one process on the same global batch; ``--workers 2`` and ``torchrun`` run end to end."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from pixeldrl.config import make_config
+from pixeldrl.data import SliceDataset
+from pixeldrl.pa3c import Agent, pa3c_losses, rollout
+from pixeldrl.parallel import AsyncWorkers, average_gradients, shard_batches
+from pixeldrl.train import epoch_batches, pa3c_update, train_epoch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_tensors(n=8, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, size, size, generator=g)  # (N, 1, S, S)
+    masks = (images[:, 0] > 0.6).float()  # (N, S, S)
+    return images, masks
+
+
+def max_param_diff(a: Agent, b: Agent) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_one_async_worker_equals_the_synchronous_form():
+    images, masks = tiny_tensors()
+    cfg = make_config("small", data="unused", image_size=16, batch_size=2, lr=1e-3, seed=3, workers=1)
+    torch.manual_seed(0)
+    sync_agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
+    async_agent = copy.deepcopy(sync_agent)
+    for agent in (sync_agent, async_agent):
+        agent.set_fast_paths(cfg.channels_last)
+    sync_opt = torch.optim.Adam(sync_agent.parameters(), lr=cfg.lr)
+    async_opt = torch.optim.Adam(async_agent.parameters(), lr=cfg.lr)
+    batches = epoch_batches(len(images), cfg.batch_size, torch.Generator().manual_seed(0))
+    assert max_param_diff(sync_agent, async_agent) == 0
+
+    ds = SliceDataset(images, masks, [f"s{i}" for i in range(len(images))], [(16, 16)] * len(images))
+    sample_gen = torch.Generator().manual_seed(cfg.seed + 1)  # what train() gives the synchronous form
+    train_epoch(sync_agent, sync_opt, ds, cfg, torch.device("cpu"), torch.Generator(), sample_gen, False, batches)
+
+    workers = AsyncWorkers(cfg, async_agent, async_opt, images.clone(), masks.clone())
+    try:
+        stats, dices = workers.run_epoch(batches, cfg.lr)
+    finally:
+        workers.close()
+    assert len(stats) == len(batches) and len(dices) == len(images)
+    moved = max((p - q).abs().max().item() for p, q in zip(sync_agent.parameters(),
+                                                          Agent(cfg.net_config()).parameters()))
+    assert moved > 0  # training changed the weights
+    assert max_param_diff(sync_agent, async_agent) < 1e-5
+    for p, q in zip(sync_opt.state.values(), async_opt.state.values()):
+        torch.testing.assert_close(p["exp_avg"], q["exp_avg"], rtol=1e-4, atol=1e-7)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_step(rank, world, port, state, images, masks, batch_size, out):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cfg = make_config("small", data="unused", image_size=16, batch_size=batch_size, lr=1e-3)
+    agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
+    agent.load_state_dict(state)
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    idx = shard_batches([torch.arange(len(images))], batch_size, rank, world)[0]
+    pa3c_update(agent, opt, images[idx], masks[idx], cfg, torch.Generator().manual_seed(cfg.seed + 1 + rank),
+                grad_hook=average_gradients)
+    out[rank] = {k: v.clone() for k, v in agent.state_dict().items()}
+    dist.destroy_process_group()
+
+
+def test_data_parallel_step_equals_one_process_on_the_global_batch():
+    world, batch_size = 2, 2
+    images, masks = tiny_tensors(n=world * batch_size)
+    cfg = make_config("small", data="unused", image_size=16, batch_size=batch_size, lr=1e-3)
+    torch.manual_seed(0)
+    agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
+    state = {k: v.clone() for k, v in agent.state_dict().items()}
+
+    manager = mp.get_context("spawn").Manager()
+    out = manager.dict()
+    mp.start_processes(_rank_step, args=(world, _free_port(), state, images, masks, batch_size, out),
+                       nprocs=world, start_method="spawn")
+
+    # One process, the global batch: each shard's actions from the stream its rank would use;
+    # the loss of the global batch is the mean of the shards' losses (equal shard sizes).
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    total = 0
+    for r in range(world):
+        sl = slice(r * batch_size, (r + 1) * batch_size)
+        ro = rollout(agent, images[sl], masks[sl], cfg.t_max, generator=torch.Generator().manual_seed(cfg.seed + 1 + r))
+        total = total + pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta).total / world
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+    ref = agent.state_dict()
+    for r in range(world):
+        for k in ref:
+            torch.testing.assert_close(out[r][k], ref[k], rtol=1e-4, atol=1e-6, msg=f"rank {r} {k}")
+    assert any(not torch.equal(state[k], ref[k]) for k in ref)  # the step moved something
+
+
+def _disk_folder(root: Path, n: int = 8, size: int = 24) -> Path:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        cy, cx = rng.integers(8, size - 8, size=2)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= 25
+        img = np.clip(rng.normal(40, 10, (size, size)) + 160 * mask, 0, 255).astype(np.uint8)
+        for sub, arr in (("images", img), ("masks", (mask * 255).astype(np.uint8))):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / sub / f"d{i}.png")
+    return root
+
+
+CLI_FAST = ["--preset", "small", "--epochs", "2", "--image-size", "16", "--batch-size", "2"]
+
+
+def _run(cmd, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+
+
+def test_cli_async_workers_train_end_to_end(tmp_path):
+    data = _disk_folder(tmp_path / "data")
+    r = _run([sys.executable, "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--workers", "2",
+              "--out", str(tmp_path / "run")], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 3  # header + 2 epochs
+    assert (tmp_path / "run" / "checkpoint_best.pt").is_file()
+
+
+def test_torchrun_two_ranks_end_to_end_only_rank0_writes(tmp_path):
+    data = _disk_folder(tmp_path / "data")
+    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--out", str(tmp_path / "run")], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 3
+    assert r.stdout.count("run folder:") == 1  # rank 1 printed nothing
