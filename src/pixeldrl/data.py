@@ -264,9 +264,9 @@ def from_network(arr: np.ndarray, original_shape: Sequence[int], order: int) -> 
 class SliceDataset(torch.utils.data.Dataset):
     """A whole split in memory at network size.
 
-    Attributes: ``images`` (N, 1, S, S) float32 in [0, 1]; ``masks`` (N, S, S) float32 in {0, 1};
+    Attributes: ``images`` (N, C, S, S) float32 in [0, 1] (C = 1 for the folder format); ``masks`` (N, S, S) float32 in {0, 1};
     ``names`` (list of str); ``original_shapes`` (list of (H, W)); ``pairs`` (the source files, or
-    ``None`` entries when built from arrays). ``ds[i]`` returns ``(image (1, S, S), mask (S, S))``.
+    ``None`` entries when built from arrays). ``ds[i]`` returns ``(image (C, S, S), mask (S, S))``.
     """
 
     def __init__(
@@ -278,8 +278,8 @@ class SliceDataset(torch.utils.data.Dataset):
         pairs: Sequence[Pair | None] | None = None,
     ):
         n = len(names)
-        if images.ndim != 4 or images.shape[1] != 1 or images.shape[0] != n:
-            raise ValueError(f"images must be (N, 1, S, S) with N={n}, got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] < 1 or images.shape[0] != n:
+            raise ValueError(f"images must be (N, C, S, S) with N={n}, got {tuple(images.shape)}")
         if masks.shape != (n, images.shape[2], images.shape[3]):
             raise ValueError(f"masks must be {(n, *images.shape[2:])}, got {tuple(masks.shape)}")
         if len(original_shapes) != n:
