@@ -19,6 +19,7 @@ from .data import find_pairs
 from .errors import InputError
 from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
 from .metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
+from .layouts import detect_format
 from .predict import predict_arrays
 
 
@@ -62,6 +63,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
                         progress: bool = True, batch_size: int = 8) -> dict:
     """Segment a split of a dataset with a checkpoint; metrics at the images' original size."""
     agent, cfg = agent_from_checkpoint(checkpoint, device)
+    fmt = detect_format(data)
+    if fmt != "folder":
+        return evaluate_volumes(agent, cfg, data, fmt, split, device, progress, batch_size)
     splits = find_pairs(data, seed=cfg.split_seed)
     if split not in splits:
         raise InputError(f"--split {split}: choose one of {sorted(splits)}")
@@ -77,6 +81,71 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         gts.append(gt)
     results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, progress=progress)
     return evaluate_pairs([r["mask"] for r in results], gts, [p.name for p in pairs])
+
+
+def evaluate_volumes(agent, cfg, data: str | Path, fmt: str, split: str = "test", device: str = "cpu",
+                     progress: bool = True, batch_size: int = 8) -> dict:
+    """A checkpoint on a split of a volume dataset (raw, or prepared: then its source volumes are read).
+
+    The split is recomputed exactly as training made it (the run's labels, channels, axis, empty-slice
+    rule, ``split_level``, ``split_seed``). Each volume of the split is segmented whole
+    (:func:`pixeldrl.predict.predict_volume`). Returns the ``evaluate --json`` object over the
+    split's kept slices, at their original in-plane size with HD95 in mm (in-plane spacing), plus
+    ``per_volume`` / ``volume_mean``: 3-D DICE, PPV, SEN, IoU, BIoU and HD95 in mm (voxel spacing)
+    per volume — only with ``split_level="patient"``, where a volume lies wholly in one split.
+    """
+    from .layouts import list_cases, read_case
+    from .metrics import aggregate, compute_metrics
+    from .predict import predict_volume
+    from .protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
+
+    if split not in ("train", "val", "test"):
+        raise InputError(f"--split {split}: choose one of ['test', 'train', 'val']")
+    proto = Protocol.from_config(cfg)
+    if fmt == "prepared":
+        from .prepare import open_store
+
+        man = open_store(data).manifest
+        root, src_fmt = Path(man["source"]), man["format"]
+        if not root.is_dir():
+            raise InputError(f"{data}: its source {root} is gone; evaluation reads the original volumes")
+        st = man["settings"]
+        proto = Protocol(src_fmt, st["labels"], st["channels"], st["axis"], st["keep_empty"], st["modality"],
+                         tuple(st["ct_window"]), cfg.image_size)
+    else:
+        root, src_fmt = Path(data), fmt
+        proto.format = fmt
+    cases = list_cases(root, src_fmt)
+    index = cut_volumes(root, proto, cases=cases, index_only=True)
+    which = assign_splits(index.patients, cfg.split_level, cfg.split_seed)
+    chosen = [i for i, s in enumerate(which) if s == split]
+    if not chosen:
+        return {"n": 0, "mean": {k: float("nan") for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
+    by_case: dict[int, list[int]] = {}
+    for i in chosen:
+        by_case.setdefault(int(index.case_index[i]), []).append(i)
+    preds, gts, names, spacings, per_volume = [], [], [], [], []
+    for ci, rows in by_case.items():
+        case = cases[ci]
+        data_ = read_case(case)
+        pred = predict_volume(agent, cfg, data_.image, device, batch_size, where=case.images[0])
+        gt = binary_target(data_.label, proto.labels).astype(bool)
+        in_plane = [v for a, v in enumerate(data_.spacing) if a != proto.axis]
+        for i in rows:
+            k = int(index.slice_index[i])
+            preds.append(cut_slice(pred, proto.axis, k))
+            gts.append(cut_slice(gt, proto.axis, k))
+            names.append(index.names[i])
+            spacings.append(in_plane)
+        if cfg.split_level == "patient":
+            per_volume.append({"name": case.name, **compute_metrics(pred, gt, data_.spacing)})
+    result = evaluate_pairs(preds, gts, names, spacings)
+    result["hd95_unit"] = "mm"
+    if per_volume:
+        agg = aggregate(per_volume)
+        result["per_volume"] = per_volume
+        result["volume_mean"] = {k: agg[k] for k in METRIC_NAMES}
+    return result
 
 
 def write_result(result: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:

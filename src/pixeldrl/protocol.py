@@ -129,8 +129,12 @@ def _resolve_modality(proto: Protocol, root: Path, fmt: str) -> str:
 
 
 def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False,
-                cases: list[Case] | None = None) -> SliceSet:
-    """Read every case of a volume layout and cut it into network slices (steps 1-4 above)."""
+                cases: list[Case] | None = None, index_only: bool = False) -> SliceSet:
+    """Read every case of a volume layout and cut it into network slices (steps 1-4 above).
+
+    ``index_only``: find the kept slices (names, patients, positions) without building the network
+    inputs; ``images`` and ``masks`` are then empty (evaluation uses it to recompute the split).
+    """
     proto.check()
     root = Path(root)
     fmt = detect_format(root, proto.format)
@@ -151,13 +155,16 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
             raise InputError(f"{case.images[0]}: has {image.shape[0]} channels, earlier cases {n_channels}")
         present.update(int(v) for v in np.unique(data.label))
         target = binary_target(data.label, proto.labels)
-        image, norm = normalize_channels(image, modality, proto.ct_window)
+        norm = []
+        if not index_only:
+            image, norm = normalize_channels(image, modality, proto.ct_window)
         for k in range(target.shape[proto.axis]):
             m = cut_slice(target, proto.axis, k)
             if not proto.keep_empty and not m.any():
                 continue
-            images.append(network_slice(cut_slice(image, proto.axis, k), size))
-            masks.append(to_network(m, size, order=0).astype(np.uint8))
+            if not index_only:
+                images.append(network_slice(cut_slice(image, proto.axis, k), size))
+                masks.append(to_network(m, size, order=0).astype(np.uint8))
             names.append(f"{case.name}_{'xyz'[proto.axis]}{k:03d}")
             patients.append(case.patient)
             case_idx.append(ci)
@@ -174,10 +181,14 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
         if missing:
             raise InputError(f"{root}: label value {missing[0]} (--labels) never occurs in any label file "
                              f"(values present: {sorted(present)})")
-    if not images:
+    if not names:
         raise InputError(f"{root}: no slices left after removing slices without foreground "
                          f"(labels {proto.labels or 'nonzero'}, axis {proto.axis}); check --labels or pass --keep-empty")
-    return SliceSet(np.stack(images).astype(np.float32), np.stack(masks), names, patients,
+    if index_only:
+        images, masks = np.zeros((0, n_channels, size, size), np.float32), np.zeros((0, size, size), np.uint8)
+    else:
+        images, masks = np.stack(images).astype(np.float32), np.stack(masks)
+    return SliceSet(images, masks, names, patients,
                     np.asarray(case_idx, dtype=np.int64), np.asarray(slice_idx, dtype=np.int64), shapes,
                     info, fmt, modality)
 
