@@ -386,3 +386,17 @@ def test_3d_where_2d_expected(tmp_path, capsys):
     with pytest.raises(InputError, match="2-D"):
         load_dataset(cfg_for(tmp_path / "folder"))
     assert len(load_dataset(cfg_for(root))["train"]) >= 1  # the 2-D nnU-Net cases themselves are fine
+
+
+def test_nnunet_v1_task_folder_reads_as_msd(tmp_path):
+    root = make_msd(tmp_path, channels=1)
+    for p in (root / "imagesTr").iterdir():  # v1 stores CASE_0000.nii.gz, dataset.json lists CASE.nii.gz
+        p.rename(p.with_name(p.name.replace(".nii.gz", "_0000.nii.gz")))
+    assert detect_format(root) == "msd"
+    assert len(cut_volumes(root, Protocol(image_size=16)).names) == 3 * FG_SLICES
+
+
+def test_prepared_store_rejects_other_labels(tmp_path):
+    store = prepare(make_msd(tmp_path / "raw"), tmp_path / "prep", Protocol(image_size=16), progress=False)
+    with pytest.raises(InputError, match="--labels"):
+        load_dataset(cfg_for(store, labels=[2]))

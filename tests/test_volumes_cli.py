@@ -129,3 +129,26 @@ def test_predict_volume_errors(tmp_path, capsys):
     rc, _, err = run(capsys, "predict", "--checkpoint", ckpt, root / "images", "--out", root / "images",
                      "--overwrite")
     assert rc == 2 and "overwrite the input" in err
+
+
+def test_evaluate_nifti_folders(tmp_path, capsys):
+    root = make_paired(tmp_path / "raw", n=2)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for k in range(2):
+        lab = nib.load(str(root / "labels" / f"case{k}.nii.gz"))
+        m = (np.asarray(lab.dataobj) > 0).astype(np.uint8)
+        if k == 1:
+            m[:, :, 2] = 0  # miss one slice
+        nib.save(nib.Nifti1Image(m, lab.affine), str(pred / f"case{k}.nii.gz"))
+    rc, out, err = run(capsys, "evaluate", "--pred", pred, "--gt", root / "labels", "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["n"] == 8 and res["hd95_unit"] == "mm"
+    vols = {v["name"]: v for v in res["per_volume"]}
+    assert vols["case0"]["DICE"] == pytest.approx(1.0) and vols["case0"]["HD95"] == 0
+    assert vols["case1"]["DICE"] < 1
+    # a prediction whose affine differs is refused
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), str(pred / "case0.nii.gz"))
+    rc, _, err = run(capsys, "evaluate", "--pred", pred, "--gt", root / "labels")
+    assert rc == 2 and "different affines" in err

@@ -8,7 +8,9 @@ Layouts (``--format``, detected automatically when ``auto``):
 ``msd``      Medical Segmentation Decathlon: ``dataset.json`` (its ``training`` list names
              ``./imagesTr/CASE.nii.gz`` and ``./labelsTr/CASE.nii.gz``); 4-D images hold the
              channels (Task01_BrainTumour: 4 channels, labels 1-3). Modality from ``modality``.
-``nnunet``   nnU-Net raw: ``dataset.json`` with ``channel_names`` and ``file_ending``,
+             nnU-Net v1 task folders (the same ``dataset.json``, images stored as
+             ``CASE_0000.nii.gz`` …) are read as this layout too.
+``nnunet``   nnU-Net raw (v2): ``dataset.json`` with ``channel_names`` and ``file_ending``,
              ``imagesTr/CASE_0000.nii.gz`` (one file per channel), ``labelsTr/CASE.nii.gz``; 2-D
              cases too (``file_ending: ".png"``, one slice per case).
 ``lgg``      Kaggle ``lgg-mri-segmentation``: ``PATIENT/PATIENT_N.tif`` (3-channel 256 × 256) with
@@ -142,11 +144,19 @@ def _list_msd(root: Path) -> list[Case]:
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             raise InputError(f"{root / 'dataset.json'}: a 'training' entry lacks 'image' or 'label': {entry!r}")
         img, lab = root / entry["image"], root / entry["label"]
-        for p in (img, lab):
+        name = nifti_stem(img)
+        images = [img]
+        if not img.is_file():
+            # nnU-Net v1 ("Task") folders list ./imagesTr/CASE.nii.gz but store CASE_0000.nii.gz, ...
+            n_ch = len(d.get("modality") or {"0": "?"})
+            ending = img.name[len(name):]
+            v1 = [img.parent / f"{name}_{c:04d}{ending}" for c in range(n_ch)]
+            if v1[0].is_file():
+                images = v1
+        for p in images + [lab]:
             if not p.is_file():
                 raise InputError(f"{p}: listed in {root / 'dataset.json'} but missing")
-        name = nifti_stem(img)
-        cases.append(Case(name, name, [img], [lab]))
+        cases.append(Case(name, name, images, [lab]))
     return sorted(cases, key=lambda c: c.name)
 
 

@@ -263,6 +263,10 @@ def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
 
         store = open_store(cfg.data)
         st = store.manifest["settings"]
+        for opt, mine, theirs in (("--labels", cfg.labels, st["labels"]), ("--channels", cfg.channels, st["channels"])):
+            if mine is not None and mine != theirs:
+                raise InputError(f"{opt} {mine}: the prepared store {cfg.data} was made with {theirs}; "
+                                 f"prepare the raw data again with {opt}")
         cfg.source_format, cfg.modality = store.manifest["format"], st["modality"]
         cfg.labels, cfg.channels, cfg.axis = st["labels"], st["channels"], st["axis"]
         cfg.keep_empty, cfg.ct_window = st["keep_empty"], list(st["ct_window"])
