@@ -116,7 +116,8 @@ def binary_target(label: np.ndarray, labels: Sequence[int] | None) -> np.ndarray
 
 def cut_slice(arr: np.ndarray, axis: int, k: int) -> np.ndarray:
     """Slice ``k`` along spatial ``axis`` of (X, Y, Z) or (C, X, Y, Z) -> (H, W) or (C, H, W)."""
-    return np.take(arr, k, axis=axis + (arr.ndim - 3))
+    # Basic indexing gives a view; np.take would copy (and scan) the whole volume for every slice.
+    return arr[(slice(None),) * (axis + arr.ndim - 3) + (k,)]
 
 
 def network_slice(img: np.ndarray, size: int) -> np.ndarray:
