@@ -74,18 +74,20 @@ def test_layout_end_to_end(tmp_path, capsys, layout):
 
 def test_prepared_store_end_to_end(tmp_path, capsys):
     root = make_msd(tmp_path / "raw", n=4)
-    rc, out, err = run(capsys, "prepare", root, "--out", tmp_path / "prep", "--image-size", "16")
+    rc, out, err = run(capsys, "prepare", root, "--out", tmp_path / "prep", "--image-size", "16",
+                       "--split-level", "slice", "--split-seed", "3")
     assert rc == 0, err
     assert "prepared 16 slices from 4 msd cases" in out
     rc, _, err = run(capsys, "train", "--data", tmp_path / "prep", *FAST, "--k-shot", "5", "--out", tmp_path / "run")
     assert rc == 0, err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["source_format"] == "msd" and cfg["k_shot"] == 5
+    assert (cfg["split_level"], cfg["split_seed"]) == ("slice", 3)  # taken from the store
     assert len(json.loads((tmp_path / "run" / "splits.json").read_text())["train"]) == 5
     rc, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt",
                        "--data", tmp_path / "prep", "--json")
     assert rc == 0, err
-    assert json.loads(out)["n"] == 4
+    assert json.loads(out)["n"] == 3  # 16 slices split 11/2/3 by slice
 
 
 def test_nnunet_2d_png_end_to_end(tmp_path, capsys):

@@ -95,6 +95,14 @@ def cmd_train(a: argparse.Namespace) -> int:
         run_dir = train(cfg, resume=True)
         print(f"run folder: {run_dir}")
         return 0
+    manifest = Path(a.data) / "manifest.json"
+    if manifest.is_file() and (a.split_level is None or a.split_seed is None):
+        # A prepared store: split as prepare recorded, unless the options say otherwise.
+        from .prepare import open_store
+
+        man = open_store(a.data).manifest
+        a.split_level = a.split_level or man.get("split_level")
+        a.split_seed = man.get("split_seed") if a.split_seed is None else a.split_seed
     cfg = make_config(a.preset, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
                       lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,

@@ -154,7 +154,7 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
             n_channels = image.shape[0]
         elif image.shape[0] != n_channels:
             raise InputError(f"{case.images[0]}: has {image.shape[0]} channels, earlier cases {n_channels}")
-        present.update(int(v) for v in np.unique(data.label))
+        present.update(int(v) for v in np.flatnonzero(np.bincount(data.label.ravel())))  # labels are >= 0
         target = binary_target(data.label, proto.labels)
         norm = []
         if not index_only:
