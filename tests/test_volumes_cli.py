@@ -154,3 +154,14 @@ def test_evaluate_nifti_folders(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), str(pred / "case0.nii.gz"))
     rc, _, err = run(capsys, "evaluate", "--pred", pred, "--gt", root / "labels")
     assert rc == 2 and "different affines" in err
+
+
+def test_multichannel_checkpoint_refuses_grayscale_images(tmp_path, capsys):
+    root = make_nnunet(tmp_path / "raw", n=3)
+    assert run(capsys, "train", "--data", root, *FAST, "--out", tmp_path / "run")[0] == 0
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "a.png")
+    rc, _, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", tmp_path / "a.png",
+                     "--out", tmp_path / "pred")
+    assert rc == 2 and "takes 2 input channels" in err

@@ -21,7 +21,7 @@ from .errors import InputError
 from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
 from .metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
 from .layouts import detect_format
-from .predict import predict_arrays
+from .predict import check_single_channel, image_normaliser, predict_arrays
 
 
 def _masks_by_stem(folder: Path) -> dict[str, Path]:
@@ -122,6 +122,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     fmt = detect_format(data)
     if fmt != "folder":
         return evaluate_volumes(agent, cfg, data, fmt, split, device, progress, batch_size)
+    check_single_channel(cfg, checkpoint)
     splits = find_pairs(data, seed=cfg.split_seed)
     if split not in splits:
         raise InputError(f"--split {split}: choose one of {sorted(splits)}")
@@ -135,7 +136,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
             raise InputError(f"{pair.image_path}: shape {im.shape} differs from its mask {pair.mask_path} {gt.shape}")
         images.append(im)
         gts.append(gt)
-    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, progress=progress)
+    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, progress=progress,
+                             normalise=image_normaliser(cfg))
     return evaluate_pairs([r["mask"] for r in results], gts, [p.name for p in pairs])
 
 

@@ -42,7 +42,7 @@ FORMATS = ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared")
 VOLUME_FORMATS = ("msd", "nnunet", "lgg", "paired")
 MANIFEST = "manifest.json"
 
-__all__ = ["FORMATS", "VOLUME_FORMATS", "Case", "CaseData", "detect_format", "list_cases", "read_case",
+__all__ = ["FORMATS", "VOLUME_FORMATS", "LGG_SLICE", "Case", "CaseData", "detect_format", "list_cases", "read_case",
            "dataset_modality", "read_lgg_slice"]
 
 
@@ -202,7 +202,7 @@ def _list_paired(root: Path) -> list[Case]:
     return [Case(n, n, [images[n]], [labels[n]]) for n in sorted(images)]
 
 
-_LGG_SLICE = re.compile(r"^(.*)_(\d+)\.tif$")
+LGG_SLICE = re.compile(r"^(.*)_(\d+)\.tif$")
 
 
 def _list_lgg(root: Path) -> list[Case]:
@@ -211,7 +211,7 @@ def _list_lgg(root: Path) -> list[Case]:
     for d in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
         slices = []
         for f in d.iterdir():
-            m = _LGG_SLICE.match(f.name)
+            m = LGG_SLICE.match(f.name)
             if m and not f.name.endswith("_mask.tif"):
                 mask = d / f"{f.name[:-4]}_mask.tif"
                 if not mask.is_file():
@@ -271,12 +271,6 @@ def read_lgg_slice(path: Path, mask: bool = False) -> np.ndarray:
     return a
 
 
-def _read_png_2d(path: Path) -> np.ndarray:
-    from .imageio import read_image
-
-    return read_image(path)
-
-
 def read_case(case: Case) -> CaseData:
     """Read a case into memory and check it (see the module docstring for the shapes)."""
     if case.kind == "lgg":
@@ -290,10 +284,10 @@ def read_case(case: Case) -> CaseData:
         label = (np.stack(masks, axis=2) > 0).astype(np.int64)  # Kaggle masks are 0/255
         return CaseData(np.ascontiguousarray(image), label, (1.0, 1.0, 1.0))
     if case.kind == "png":
-        chans = [_read_png_2d(p) for p in case.images]
-        from .imageio import _load
+        from .imageio import read_image
 
-        lab = labels_to_int(_load(case.labels[0])[0], case.labels[0])
+        chans = [read_image(p) for p in case.images]
+        lab = labels_to_int(read_image(case.labels[0]), case.labels[0])
         for p, c in zip(case.images, chans):
             if c.shape != lab.shape:
                 raise InputError(f"{p} has shape {c.shape} but its label {case.labels[0]} has shape {lab.shape}")

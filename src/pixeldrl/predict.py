@@ -89,8 +89,28 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     return unique
 
 
+def check_single_channel(cfg, checkpoint: str | Path) -> None:
+    """2-D grayscale images need a one-channel checkpoint; name the mismatch instead of failing in the network."""
+    if cfg.in_channels != 1:
+        raise InputError(f"{checkpoint}: the checkpoint takes {cfg.in_channels} input channels "
+                         f"(trained on {cfg.source_format or 'multi-channel'} data); give it volumes of that layout, "
+                         f"not grayscale 2-D images")
+
+
+def image_normaliser(cfg):
+    """How a run normalises one 2-D image: per image (folder format) or as a one-slice volume
+    (a run trained on a volume layout, e.g. nnU-Net 2-D PNG cases), so prediction matches training."""
+    if cfg.source_format in ("", "folder"):
+        return normalize_intensity
+    from .volumes import normalize_volume
+
+    modality = "mri" if cfg.modality == "auto" else cfg.modality
+    return lambda im: normalize_volume(im, modality, tuple(cfg.ct_window))[0]
+
+
 def predict_arrays(agent: Agent, images: list[np.ndarray], size: int, t_max: int, device: str = "cpu",
-                   batch_size: int = 8, return_steps: bool = False, progress: bool = True) -> list[dict]:
+                   batch_size: int = 8, return_steps: bool = False, progress: bool = True,
+                   normalise=normalize_intensity) -> list[dict]:
     """Segment raw 2-D images (any sizes): normalise, map to the network size, segment, map back.
 
     Returns one dict per image: ``mask`` (H, W) bool, ``keep_prob`` (H, W) float32 and, with
@@ -99,7 +119,7 @@ def predict_arrays(agent: Agent, images: list[np.ndarray], size: int, t_max: int
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
         chunk = images[start:start + batch_size]
-        x = np.stack([to_network(normalize_intensity(im), size, order=1) for im in chunk])
+        x = np.stack([to_network(normalise(im), size, order=1) for im in chunk])
         x = torch.from_numpy(x).float().unsqueeze(1).to(device)  # (B, 1, S, S)
         seg = segment(agent, x, t_max, return_steps)
         for i, im in enumerate(chunk):
@@ -156,8 +176,10 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
         if t.exists() and not overwrite:
             raise InputError(f"{t}: already exists; pass --overwrite or choose another --out")
     agent, cfg = agent_from_checkpoint(checkpoint, device)
+    check_single_channel(cfg, checkpoint)
     images = [read_image(f) for f in files]  # read everything first: a bad file stops before any write
-    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, return_steps=save_steps)
+    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, return_steps=save_steps,
+                             normalise=image_normaliser(cfg))
     out_dir.mkdir(parents=True, exist_ok=True)
     for target, res in zip(targets, results):
         write_mask(target, res["mask"])
@@ -209,7 +231,7 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
     """Group the inputs into volumes: NIfTI files (nnU-Net: one file per channel) or LGG patient folders."""
     import re
 
-    from .layouts import _LGG_SLICE
+    from .layouts import LGG_SLICE
     from .volumes import is_nifti, nifti_stem
 
     nifti: list[Path] = []
@@ -218,7 +240,7 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
         if item.is_dir():
             found = [p for p in sorted(item.iterdir()) if not p.name.startswith(".")]
             vols = [p for p in found if is_nifti(p)]
-            tifs = [p for p in found if _LGG_SLICE.match(p.name) and not p.name.endswith("_mask.tif")]
+            tifs = [p for p in found if LGG_SLICE.match(p.name) and not p.name.endswith("_mask.tif")]
             if vols:
                 nifti += vols
             elif tifs and cfg.source_format == "lgg":
@@ -228,7 +250,7 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
                                  + (" nor LGG slices" if cfg.source_format == "lgg" else ""))
         elif item.is_file() and is_nifti(item):
             nifti.append(item)
-        elif item.is_file() and cfg.source_format == "lgg" and _LGG_SLICE.match(item.name):
+        elif item.is_file() and cfg.source_format == "lgg" and LGG_SLICE.match(item.name):
             lgg.setdefault(item.parent, []).append(item)
         elif not item.exists():
             raise InputError(f"{item}: no such file or folder")
@@ -253,7 +275,7 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
     else:
         jobs += [{"kind": "nifti", "files": [p], "outputs": [p.name]} for p in nifti]
     for folder, files in lgg.items():
-        files = sorted(set(files), key=lambda p: int(_LGG_SLICE.match(p.name).group(2)))
+        files = sorted(set(files), key=lambda p: int(LGG_SLICE.match(p.name).group(2)))
         jobs.append({"kind": "lgg", "files": files, "outputs": [p.name for p in files]})
     return jobs
 
@@ -321,7 +343,7 @@ def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: s
     return written
 
 
-def is_volume_input(inputs: list[str | Path], cfg_source_format: str = "") -> bool:
+def is_volume_input(inputs: list[str | Path]) -> bool:
     """True when the inputs name NIfTI volumes (files or folders holding them)."""
     from .volumes import is_nifti
 
