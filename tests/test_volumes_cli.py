@@ -6,7 +6,6 @@ Tiny on purpose (3-5 volumes of 16 × 16 × 6, preset ``small`` at 16 × 16, one
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -165,3 +164,16 @@ def test_multichannel_checkpoint_refuses_grayscale_images(tmp_path, capsys):
     rc, _, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", tmp_path / "a.png",
                      "--out", tmp_path / "pred")
     assert rc == 2 and "takes 2 input channels" in err
+
+
+def test_volume_hd95_is_in_mm(tmp_path, capsys):
+    root = make_paired(tmp_path / "raw", n=1)
+    lab = nib.load(str(root / "labels" / "case0.nii.gz"))
+    gt = np.asarray(lab.dataobj) > 0
+    (tmp_path / "pred").mkdir()
+    shifted = np.roll(gt, 1, axis=0).astype(np.uint8)  # one voxel along x: 0.8 mm (AFFINE)
+    nib.save(nib.Nifti1Image(shifted, lab.affine), str(tmp_path / "pred" / "case0.nii.gz"))
+    rc, out, err = run(capsys, "evaluate", "--pred", tmp_path / "pred", "--gt", root / "labels", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["per_volume"][0]["HD95"] == pytest.approx(0.8)
+    assert json.loads(out)["mean"]["HD95"] == pytest.approx(0.8)  # per-slice, in-plane spacing 0.8 × 0.8
