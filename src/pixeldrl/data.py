@@ -266,7 +266,8 @@ class SliceDataset(torch.utils.data.Dataset):
 
     Attributes: ``images`` (N, C, S, S) float32 in [0, 1] (C = 1 for the folder format); ``masks`` (N, S, S) float32 in {0, 1};
     ``names`` (list of str); ``original_shapes`` (list of (H, W)); ``pairs`` (the source files, or
-    ``None`` entries when built from arrays). ``ds[i]`` returns ``(image (C, S, S), mask (S, S))``.
+    ``None`` entries when built from arrays); ``patients`` (the patient of each slice; the name
+    itself for 2-D images). ``ds[i]`` returns ``(image (C, S, S), mask (S, S))``.
     """
 
     def __init__(
@@ -276,6 +277,7 @@ class SliceDataset(torch.utils.data.Dataset):
         names: Sequence[str],
         original_shapes: Sequence[tuple[int, int]],
         pairs: Sequence[Pair | None] | None = None,
+        patients: Sequence[str] | None = None,
     ):
         n = len(names)
         if images.ndim != 4 or images.shape[1] < 1 or images.shape[0] != n:
@@ -289,6 +291,7 @@ class SliceDataset(torch.utils.data.Dataset):
         self.names = list(names)
         self.original_shapes = [tuple(int(v) for v in s) for s in original_shapes]
         self.pairs = list(pairs) if pairs is not None else [None] * n
+        self.patients = list(patients) if patients is not None else list(self.names)
 
     @property
     def size(self) -> int:

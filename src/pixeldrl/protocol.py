@@ -217,10 +217,8 @@ def k_shot_indices(n_train: int, k: int, seed: int = 0) -> np.ndarray:
 
 def _subset(ds: SliceDataset, idx: np.ndarray) -> SliceDataset:
     t = torch.as_tensor(idx, dtype=torch.long)
-    out = SliceDataset(ds.images[t], ds.masks[t], [ds.names[i] for i in idx],
-                       [ds.original_shapes[i] for i in idx], [ds.pairs[i] for i in idx])
-    out.patients = [getattr(ds, "patients", ds.names)[i] for i in idx]
-    return out
+    return SliceDataset(ds.images[t], ds.masks[t], [ds.names[i] for i in idx], [ds.original_shapes[i] for i in idx],
+                        [ds.pairs[i] for i in idx], [ds.patients[i] for i in idx])
 
 
 def datasets_from_sliceset(images, masks, names, patients, shapes, split_level: str = "patient",
@@ -237,9 +235,8 @@ def datasets_from_sliceset(images, masks, names, patients, shapes, split_level: 
         if size is not None and x.shape[-1] != size and len(idx):
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             y = torch.nn.functional.interpolate(y[:, None], size=(size, size), mode="nearest")[:, 0]
-        ds = SliceDataset(x, y, [names[i] for i in idx], [shapes[i] for i in idx])
-        ds.patients = [patients[i] for i in idx]
-        out[s] = ds
+        out[s] = SliceDataset(x, y, [names[i] for i in idx], [shapes[i] for i in idx],
+                              patients=[patients[i] for i in idx])
     return out
 
 
