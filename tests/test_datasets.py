@@ -400,3 +400,14 @@ def test_prepared_store_rejects_other_labels(tmp_path):
     store = prepare(make_msd(tmp_path / "raw"), tmp_path / "prep", Protocol(image_size=16), progress=False)
     with pytest.raises(InputError, match="--labels"):
         load_dataset(cfg_for(store, labels=[2]))
+
+
+def test_paired_duplicate_names_and_folder_options(tmp_path):
+    root = make_paired(tmp_path / "raw")
+    save_nifti(root / "images" / "case0.nii", volume(0)[0])
+    with pytest.raises(InputError, match="two volumes named 'case0'"):
+        list_cases(root, "paired")
+    (tmp_path / "folder" / "images").mkdir(parents=True)
+    (tmp_path / "folder" / "masks").mkdir()
+    with pytest.raises(InputError, match="--labels and --channels apply to volume layouts"):
+        load_dataset(cfg_for(tmp_path / "folder", labels=[1]))

@@ -188,7 +188,14 @@ def _list_nnunet(root: Path) -> list[Case]:
 
 def _list_paired(root: Path) -> list[Case]:
     def nifti_files(folder: Path) -> dict[str, Path]:
-        return {nifti_stem(p): p for p in sorted(folder.iterdir()) if is_nifti(p) and not p.name.startswith(".")}
+        found: dict[str, Path] = {}
+        for p in sorted(folder.iterdir()):
+            if is_nifti(p) and not p.name.startswith("."):
+                if nifti_stem(p) in found:
+                    raise InputError(f"{folder}: two volumes named {nifti_stem(p)!r} ({found[nifti_stem(p)].name} "
+                                     f"and {p.name})")
+                found[nifti_stem(p)] = p
+        return found
 
     images, labels = nifti_files(root / "images"), nifti_files(root / "labels")
     if not images:

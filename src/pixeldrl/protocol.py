@@ -251,6 +251,9 @@ def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
     if cfg.k_shot < 0:
         raise InputError(f"--k-shot {cfg.k_shot}: must be >= 0")
     if fmt == "folder":
+        if cfg.labels is not None or cfg.channels is not None:
+            raise InputError(f"{cfg.data}: --labels and --channels apply to volume layouts; the 2-D folder "
+                             f"format has one-channel images and binary masks")
         splits = load_splits(cfg.data, cfg.image_size, cfg.split_seed)
         cfg.source_format = "folder"
         if cfg.k_shot:
