@@ -208,21 +208,22 @@ def test_store_of_another_version_is_refused(tmp_path, capsys):
 
 
 def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
+    import pixeldrl.protocol
+
     root = make_paired(tmp_path / "raw")
     out = tmp_path / "out" / "prep"
-    calls = []
+    real_read, calls = pixeldrl.protocol.read_case, []
 
-    def boom(*a, **k):
-        calls.append(a)
+    def interrupted(case):  # Ctrl-C while the second case is read, after the first was written
+        calls.append(case)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_save(*a, **k)
+        return real_read(case)
 
-    real_save = np.save
-    monkeypatch.setattr(np, "save", boom)
+    monkeypatch.setattr(pixeldrl.protocol, "read_case", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(root, out, Protocol(image_size=16), progress=False)
-    assert list(out.parent.iterdir()) == []
+    assert len(calls) == 2 and list(out.parent.iterdir()) == []
 
 
 def test_prepare_never_overwrites(tmp_path, capsys):

@@ -68,37 +68,56 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, proto: Protocol, spl
         raise InputError(f"--out {out}: already exists; choose a new folder (prepare never overwrites)")
     if raw.resolve() == out.resolve() or out.resolve().is_relative_to(raw.resolve()):
         raise InputError(f"--out {out}: must lie outside the raw dataset {raw}")
-    ss = cut_volumes(raw, proto, progress=progress)
-    splits = assign_splits(ss.patients, split_level, split_seed)
-    manifest = {
-        "pixeldrl_store": STORE_FORMAT,
-        "pixeldrl_version": _version(),
-        "format": ss.format,
-        "source": str(raw.resolve()),
-        "settings": {"labels": proto.labels, "channels": proto.channels, "axis": proto.axis,
-                     "keep_empty": proto.keep_empty, "modality": ss.modality,
-                     "ct_window": list(proto.ct_window), "image_size": proto.image_size},
-        "split_level": split_level,
-        "split_seed": split_seed,
-        "n_slices": len(ss.names),
-        "in_channels": int(ss.images.shape[1]),
-        "image_size": int(ss.images.shape[-1]),
-        "cases": ss.cases,
-        "slices": [{"name": n, "case": int(c), "patient": p, "index": int(k), "shape": list(sh), "split": s}
-                   for n, c, p, k, sh, s in zip(ss.names, ss.case_index, ss.patients, ss.slice_index,
-                                                ss.shapes, splits)],
-    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        np.save(tmp / "images.npy", ss.images, allow_pickle=False)
-        np.save(tmp / "masks.npy", ss.masks, allow_pickle=False)
+        # Each case's slices are appended to raw files as they come (memory: one case), then copied
+        # into .npy files once the slice count is known.
+        with open(tmp / "images.raw", "wb") as fi, open(tmp / "masks.raw", "wb") as fm:
+            def sink(x: np.ndarray, y: np.ndarray) -> None:
+                x.tofile(fi)
+                y.tofile(fm)
+
+            ss = cut_volumes(raw, proto, progress=progress, sink=sink)
+        n, c, size = len(ss.names), int(ss.images.shape[1]), proto.image_size
+        _raw_to_npy(tmp / "images.raw", tmp / "images.npy", np.float32, (n, c, size, size))
+        _raw_to_npy(tmp / "masks.raw", tmp / "masks.npy", np.uint8, (n, size, size))
+        splits = assign_splits(ss.patients, split_level, split_seed)
+        manifest = {
+            "pixeldrl_store": STORE_FORMAT,
+            "pixeldrl_version": _version(),
+            "format": ss.format,
+            "source": str(raw.resolve()),
+            "settings": {"labels": proto.labels, "channels": proto.channels, "axis": proto.axis,
+                         "keep_empty": proto.keep_empty, "modality": ss.modality,
+                         "ct_window": list(proto.ct_window), "image_size": size},
+            "split_level": split_level,
+            "split_seed": split_seed,
+            "n_slices": n,
+            "in_channels": c,
+            "image_size": size,
+            "cases": ss.cases,
+            "slices": [{"name": nm, "case": int(ci), "patient": p, "index": int(k), "shape": list(sh), "split": sp}
+                       for nm, ci, p, k, sh, sp in zip(ss.names, ss.case_index, ss.patients, ss.slice_index,
+                                                       ss.shapes, splits)],
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         os.replace(tmp, out)  # atomic: the store appears complete or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _raw_to_npy(raw: Path, dest: Path, dtype, shape: tuple[int, ...], chunk: int = 256) -> None:
+    """Copy a headerless array file into a .npy of ``shape`` (written in chunks), then delete it."""
+    src = np.memmap(raw, dtype=dtype, mode="r", shape=shape)
+    dst = np.lib.format.open_memmap(dest, mode="w+", dtype=dtype, shape=shape)
+    for start in range(0, shape[0], chunk):
+        dst[start:start + chunk] = src[start:start + chunk]
+    dst.flush()
+    del src, dst
+    raw.unlink()
 
 
 def open_store(root: str | os.PathLike) -> Store:

@@ -130,11 +130,14 @@ def _resolve_modality(proto: Protocol, root: Path, fmt: str) -> str:
 
 
 def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False,
-                cases: list[Case] | None = None, index_only: bool = False) -> SliceSet:
+                cases: list[Case] | None = None, index_only: bool = False, sink=None) -> SliceSet:
     """Read every case of a volume layout and cut it into network slices (steps 1-4 above).
 
     ``index_only``: find the kept slices (names, patients, positions) without building the network
     inputs; ``images`` and ``masks`` are then empty (evaluation uses it to recompute the split).
+    ``sink(images (n, C, S, S), masks (n, S, S))``: receives each case's slices instead of keeping
+    them (``prepare`` streams them to disk, so memory holds one case at a time); the returned
+    ``images`` and ``masks`` are then empty too.
     """
     proto.check()
     root = Path(root)
@@ -159,18 +162,26 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
         norm = []
         if not index_only:
             image, norm = normalize_channels(image, modality, proto.ct_window)
+        case_images, case_masks = [], []
         for k in range(target.shape[proto.axis]):
             m = cut_slice(target, proto.axis, k)
             if not proto.keep_empty and not m.any():
                 continue
             if not index_only:
-                images.append(network_slice(cut_slice(image, proto.axis, k), size))
-                masks.append(to_network(m, size, order=0).astype(np.uint8))
+                case_images.append(network_slice(cut_slice(image, proto.axis, k), size))
+                case_masks.append(to_network(m, size, order=0).astype(np.uint8))
             names.append(f"{case.name}_{'xyz'[proto.axis]}{k:03d}")
             patients.append(case.patient)
             case_idx.append(ci)
             slice_idx.append(k)
             shapes.append(tuple(int(v) for v in m.shape))
+        if case_images:
+            x, y = np.stack(case_images).astype(np.float32), np.stack(case_masks)  # (n, C, S, S), (n, S, S)
+            if sink is not None:
+                sink(x, y)
+            else:
+                images.append(x)
+                masks.append(y)
         info.append({"name": case.name, "patient": case.patient, "kind": case.kind,
                      "images": [str(p) for p in case.images] if case.kind != "lgg" else [str(case.images[0].parent)],
                      "labels": [str(p) for p in case.labels] if case.kind != "lgg" else [],
@@ -185,10 +196,10 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
     if not names:
         raise InputError(f"{root}: no slices left after removing slices without foreground "
                          f"(labels {proto.labels or 'nonzero'}, axis {proto.axis}); check --labels or pass --keep-empty")
-    if index_only:
+    if index_only or sink is not None:
         images, masks = np.zeros((0, n_channels, size, size), np.float32), np.zeros((0, size, size), np.uint8)
     else:
-        images, masks = np.stack(images).astype(np.float32), np.stack(masks)
+        images, masks = np.concatenate(images), np.concatenate(masks)
     return SliceSet(images, masks, names, patients,
                     np.asarray(case_idx, dtype=np.int64), np.asarray(slice_idx, dtype=np.int64), shapes,
                     info, fmt, modality)
