@@ -35,7 +35,8 @@ def run(capsys, *args) -> tuple[int, str, str]:
 
 LAYOUTS = {
     # name: (maker, input for predict relative to the root, expected output names)
-    "msd": (lambda r: make_msd(r, n=4), "imagesTr", [f"la_{k:03d}.nii.gz" for k in range(4)]),
+    # 4 channels in one 4-D file, like Task01_BrainTumour
+    "msd": (lambda r: make_msd(r, n=4, channels=4), "imagesTr", [f"la_{k:03d}.nii.gz" for k in range(4)]),
     "nnunet": (lambda r: make_nnunet(r, n=4), "imagesTr", [f"case_{k:03d}.nii.gz" for k in range(4)]),
     "paired": (lambda r: make_paired(r, n=4, ext=".nii"), "images", [f"case{k}.nii" for k in range(4)]),
     "lgg": (lambda r: make_lgg(r, n=4), "kaggle_3m/TCGA_XX_0001", [f"TCGA_XX_0001_{z}.tif" for z in range(1, 7)]),
@@ -50,7 +51,7 @@ def test_layout_end_to_end(tmp_path, capsys, layout):
     assert rc == 0, err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["source_format"] == layout and cfg["modality"] == "mri"
-    assert cfg["in_channels"] == {"msd": 1, "nnunet": 2, "paired": 1, "lgg": 3}[layout]
+    assert cfg["in_channels"] == {"msd": 4, "nnunet": 2, "paired": 1, "lgg": 3}[layout]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["hd95_unit"] == "mm" and len(summary["per_volume"]) == 1
 
@@ -97,6 +98,10 @@ def test_nnunet_2d_png_end_to_end(tmp_path, capsys):
                        root / "imagesTr" / "c0_0000.png", "--out", tmp_path / "pred")
     assert rc == 0, err
     assert (tmp_path / "pred" / "c0_0000.png").is_file()
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", "--data", root,
+                       "--json")
+    assert rc == 0, err
+    assert json.loads(out)["n"] == 1  # 5 one-slice cases -> 3/1/1
 
 
 def test_slice_split_and_options_are_stored(tmp_path, capsys):
@@ -177,3 +182,15 @@ def test_volume_hd95_is_in_mm(tmp_path, capsys):
     assert rc == 0, err
     assert json.loads(out)["per_volume"][0]["HD95"] == pytest.approx(0.8)
     assert json.loads(out)["mean"]["HD95"] == pytest.approx(0.8)  # per-slice, in-plane spacing 0.8 × 0.8
+
+
+def test_channel_selection_carries_to_predict(tmp_path, capsys):
+    root = make_msd(tmp_path / "raw", n=3, channels=4)
+    rc, _, err = run(capsys, "train", "--data", root, *FAST, "--channels", "0,2", "--out", tmp_path / "run")
+    assert rc == 0, err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (cfg["channels"], cfg["in_channels"]) == ([0, 2], 2)
+    rc, _, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt",
+                     root / "imagesTr" / "la_000.nii.gz", "--out", tmp_path / "pred")
+    assert rc == 0, err
+    assert nib.load(str(tmp_path / "pred" / "la_000.nii.gz")).shape == SHAPE
