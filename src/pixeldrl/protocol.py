@@ -143,7 +143,8 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
     root = Path(root)
     fmt = detect_format(root, proto.format)
     if fmt not in VOLUME_FORMATS:
-        raise InputError(f"{root}: format {fmt!r} holds no volumes")
+        raise InputError(f"{root}: is a {fmt} dataset, not volumes ({', '.join(VOLUME_FORMATS)}); "
+                         f"train reads it directly, there is nothing to prepare")
     modality = _resolve_modality(proto, root, fmt)
     cases = list_cases(root, fmt) if cases is None else cases
     size = proto.image_size
