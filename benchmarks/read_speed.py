@@ -50,7 +50,8 @@ def make_dataset(root: Path, n: int, size: int, depth: int, seed: int = 0) -> No
         (root / sub).mkdir(parents=True, exist_ok=True)
     for k in range(n):
         cx, cy = rng.uniform(0.4, 0.6, size=2) * size
-        fg = ((x - cx) / (0.12 * size)) ** 2 + ((y - cy) / (0.09 * size)) ** 2 + ((z - depth / 2) / (0.3 * depth)) ** 2 <= 1
+        fg = (((x - cx) / (0.12 * size)) ** 2 + ((y - cy) / (0.09 * size)) ** 2
+              + ((z - depth / 2) / (0.3 * depth)) ** 2) <= 1
         img = (body * rng.normal(300, 40, body.shape) + 400 * fg).astype(np.int16)
         nib.save(nib.Nifti1Image(img, affine), str(root / "images" / f"case{k:02d}.nii.gz"))
         nib.save(nib.Nifti1Image(fg.astype(np.uint8), affine), str(root / "labels" / f"case{k:02d}.nii.gz"))

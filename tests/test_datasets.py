@@ -382,8 +382,8 @@ def test_3d_where_2d_expected(tmp_path, capsys):
     root = make_nnunet_png(tmp_path / "raw")
     (tmp_path / "folder" / "images").mkdir(parents=True)
     (tmp_path / "folder" / "masks").mkdir()
-    tifffile.imwrite(tmp_path / "folder" / "images" / "a.tif", np.zeros((4, 16, 16), np.uint8), photometric="minisblack")
-    tifffile.imwrite(tmp_path / "folder" / "masks" / "a.tif", np.zeros((4, 16, 16), np.uint8), photometric="minisblack")
+    for sub in ("images", "masks"):
+        tifffile.imwrite(tmp_path / "folder" / sub / "a.tif", np.zeros((4, 16, 16), np.uint8), photometric="minisblack")
     with pytest.raises(InputError, match="2-D"):
         load_dataset(cfg_for(tmp_path / "folder"))
     assert len(load_dataset(cfg_for(root))["train"]) >= 1  # the 2-D nnU-Net cases themselves are fine

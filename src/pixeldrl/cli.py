@@ -40,18 +40,22 @@ def _add_protocol_args(p: argparse.ArgumentParser, prepared_ok: bool = True) -> 
     """The data-protocol options shared by train and prepare (see pixeldrl.protocol)."""
     formats = ["auto", "msd", "nnunet", "lgg", "paired", "folder"] + (["prepared"] if prepared_ok else [])
     p.add_argument("--format", choices=formats, help="dataset layout (default: detected)")
-    p.add_argument("--labels", type=_int_list, help="label values forming the target, e.g. 1,2,3 (default: every nonzero label)")
+    p.add_argument("--labels", type=_int_list,
+                   help="label values forming the target, e.g. 1,2,3 (default: every nonzero label)")
     p.add_argument("--channels", type=_int_list, help="input channels to keep, e.g. 0,2 (default: all)")
     p.add_argument("--axis", type=int, choices=[0, 1, 2], help="voxel axis to slice volumes along (default 2)")
     p.add_argument("--keep-empty", action="store_true", help="keep slices without foreground (the paper removes them)")
-    p.add_argument("--modality", choices=["auto", "mri", "ct"], help="volume intensities: MRI clip + z-score onto [0,1], CT window (default: from dataset.json, else mri)")
+    p.add_argument("--modality", choices=["auto", "mri", "ct"],
+                   help="volume intensities: MRI clip + z-score onto [0,1], CT window (default: dataset.json or mri)")
     p.add_argument("--ct-window", type=_window, help="CT window LOW,HIGH in HU (default -160,240)")
-    p.add_argument("--split-level", choices=["patient", "slice"], help="70/10/20 split by patient (default) or by slice (the paper)")
+    p.add_argument("--split-level", choices=["patient", "slice"],
+                   help="70/10/20 split by patient (default) or by slice (the paper)")
     p.add_argument("--split-seed", type=int, help="seed of the split and the k-shot draw (default 0)")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder in any layout (see README, Datasets) or a prepared store")
+    p.add_argument("--data", required=True,
+                   help="dataset folder in any layout (see README, Datasets) or a prepared store")
     _add_protocol_args(p)
     p.add_argument("--k-shot", type=int, help="train on K training slices drawn at random (Table 4; default all)")
     p.add_argument("--preset", default="paper", help="paper (7.14 M parameters, the paper's schedule) or small")
@@ -210,13 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="convert a raw dataset once into a memory-mappable slice store")
     p.add_argument("raw", metavar="RAW_DIR", help="raw dataset (MSD, nnU-Net, LGG or NIfTI pairs)")
     p.add_argument("--out", required=True, help="new folder for the store (never overwritten)")
-    p.add_argument("--image-size", type=int, default=256, help="in-plane size of the stored slices (default 256; the paper: 320 Cardiac, 256 Brain)")
+    p.add_argument("--image-size", type=int, default=256,
+                   help="in-plane size of the stored slices (default 256; the paper: 320 Cardiac, 256 Brain)")
     _add_protocol_args(p, prepared_ok=False)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("predict", help="segment 2-D images or NIfTI volumes with a trained checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (png, tif, tiff), NIfTI volumes (.nii, .nii.gz) or folders of them")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files or folders (png, tif, tiff), NIfTI volumes (.nii, .nii.gz) or folders of them")
     p.add_argument("--out", required=True, help="folder for the masks (same file names as the inputs)")
     p.add_argument("--save-steps", action="store_true", help="also write steps/NAME.png: the mask after each step")
     p.add_argument("--device", default="cpu")

@@ -17,13 +17,13 @@ from .model import PRESETS, NetConfig, net_config
 class TrainConfig:
     # --- data
     data: str = ""
-    """Dataset folder in one of the layouts of ``layouts.py`` (2-D folder, MSD, nnU-Net, LGG, NIfTI pairs) or a prepared store."""
+    """Dataset folder: 2-D folder, MSD, nnU-Net, Kaggle LGG, NIfTI pairs (``layouts.py``) or a prepared store."""
     image_size: int = 256
     """Side of the square the network sees; images are padded to square and resized to it."""
     split_seed: int = 0
     """Seed of the 70/10/20 split (and of the k-shot draw) when the data has no split folders."""
     format: str = "auto"
-    """Dataset layout: auto, msd, nnunet, lgg, paired, folder or prepared (``layouts.py``); the run stores the resolved one."""
+    """Dataset layout: auto (detected), msd, nnunet, lgg, paired, folder or prepared (``layouts.py``)."""
     source_format: str = ""
     """The raw data's layout, resolved by ``train`` (also for a prepared store); ``predict`` reads it."""
     labels: list[int] | None = None
@@ -35,7 +35,7 @@ class TrainConfig:
     keep_empty: bool = False
     """Keep slices without foreground (the paper removes them)."""
     modality: str = "auto"
-    """Volume intensities: ``mri`` (percentile clip + body z-score onto [0, 1]), ``ct`` (window) or auto (dataset.json)."""
+    """Volume intensities: ``mri`` (percentile clip + z-score onto [0, 1]), ``ct`` (window), auto (dataset.json)."""
     ct_window: tuple[float, float] = (-160.0, 240.0)
     """CT window in HU mapped onto [0, 1] (chosen: soft tissue, level 40 width 400)."""
     split_level: str = "patient"

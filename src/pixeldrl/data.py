@@ -264,7 +264,8 @@ def from_network(arr: np.ndarray, original_shape: Sequence[int], order: int) -> 
 class SliceDataset(torch.utils.data.Dataset):
     """A whole split in memory at network size.
 
-    Attributes: ``images`` (N, C, S, S) float32 in [0, 1] (C = 1 for the folder format); ``masks`` (N, S, S) float32 in {0, 1};
+    Attributes: ``images`` (N, C, S, S) float32 in [0, 1] (C = 1 for the folder format);
+    ``masks`` (N, S, S) float32 in {0, 1};
     ``names`` (list of str); ``original_shapes`` (list of (H, W)); ``pairs`` (the source files, or
     ``None`` entries when built from arrays); ``patients`` (the patient of each slice; the name
     itself for 2-D images). ``ds[i]`` returns ``(image (C, S, S), mask (S, S))``.

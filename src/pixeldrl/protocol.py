@@ -196,7 +196,8 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
                              f"(values present: {sorted(present)})")
     if not names:
         raise InputError(f"{root}: no slices left after removing slices without foreground "
-                         f"(labels {proto.labels or 'nonzero'}, axis {proto.axis}); check --labels or pass --keep-empty")
+                         f"(labels {proto.labels or 'nonzero'}, axis {proto.axis}); check --labels or pass "
+                         f"--keep-empty")
     if index_only or sink is not None:
         images, masks = np.zeros((0, n_channels, size, size), np.float32), np.zeros((0, size, size), np.uint8)
     else:
