@@ -2,7 +2,8 @@
 
     pixeldrl demo                      # embedded real-MRI default: train, evaluate, figures
     pixeldrl train --data DIR [--preset small] [--epochs N] ...
-    pixeldrl predict --checkpoint CKPT INPUT... --out DIR [--save-steps]
+    pixeldrl prepare RAW_DIR --out PREPARED_DIR [--image-size S] [--labels 1,2] ...
+    pixeldrl predict --checkpoint CKPT INPUT... --out DIR [--save-steps]     # images or NIfTI volumes
     pixeldrl evaluate --pred DIR --gt DIR [--json]
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
     pixeldrl info [--preset paper|small] [--json]
@@ -20,8 +21,43 @@ from pathlib import Path
 from .errors import InputError
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _window(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in HU, got {text!r}") from None
+    return lo, hi
+
+
+def _add_protocol_args(p: argparse.ArgumentParser, prepared_ok: bool = True) -> None:
+    """The data-protocol options shared by train and prepare (see pixeldrl.protocol)."""
+    formats = ["auto", "msd", "nnunet", "lgg", "paired", "folder"] + (["prepared"] if prepared_ok else [])
+    p.add_argument("--format", choices=formats, help="dataset layout (default: detected)")
+    p.add_argument("--labels", type=_int_list,
+                   help="label values forming the target, e.g. 1,2,3 (default: every nonzero label)")
+    p.add_argument("--channels", type=_int_list, help="input channels to keep, e.g. 0,2 (default: all)")
+    p.add_argument("--axis", type=int, choices=[0, 1, 2], help="voxel axis to slice volumes along (default 2)")
+    p.add_argument("--keep-empty", action="store_true", help="keep slices without foreground (the paper removes them)")
+    p.add_argument("--modality", choices=["auto", "mri", "ct"],
+                   help="volume intensities: MRI clip + z-score onto [0,1], CT window (default: dataset.json or mri)")
+    p.add_argument("--ct-window", type=_window, help="CT window LOW,HIGH in HU (default -160,240)")
+    p.add_argument("--split-level", choices=["patient", "slice"],
+                   help="70/10/20 split by patient (default) or by slice (the paper)")
+    p.add_argument("--split-seed", type=int, help="seed of the split and the k-shot draw (default 0)")
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder (images/ + masks/, optionally in train/ val/ test/)")
+    p.add_argument("--data", required=True,
+                   help="dataset folder in any layout (see README, Datasets) or a prepared store")
+    _add_protocol_args(p)
+    p.add_argument("--k-shot", type=int, help="train on K training slices drawn at random (Table 4; default all)")
     p.add_argument("--preset", default="paper", help="paper (7.14 M parameters, the paper's schedule) or small")
     p.add_argument("--epochs", type=int, help="training epochs (preset default)")
     p.add_argument("--batch-size", type=int, help="images per update (preset default)")
@@ -68,12 +104,24 @@ def cmd_train(a: argparse.Namespace) -> int:
         run_dir = train(cfg, resume=True)
         print(f"run folder: {run_dir}")
         return 0
+    manifest = Path(a.data) / "manifest.json"
+    if manifest.is_file() and (a.split_level is None or a.split_seed is None):
+        # A prepared store: split as prepare recorded, unless the options say otherwise.
+        from .prepare import open_store
+
+        man = open_store(a.data).manifest
+        a.split_level = a.split_level or man.get("split_level")
+        a.split_seed = man.get("split_seed") if a.split_seed is None else a.split_seed
     cfg = make_config(a.preset, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
                       lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
                       augment=True if a.augment else None, amp=a.amp, compile=True if a.compile else None,
                       recompute=True if a.recompute else None,
-                      channels_last=False if a.no_channels_last else None, workers=a.workers)
+                      channels_last=False if a.no_channels_last else None, workers=a.workers,
+                      format=a.format, labels=a.labels,
+                      channels=a.channels, axis=a.axis, keep_empty=True if a.keep_empty else None,
+                      modality=a.modality, ct_window=a.ct_window, split_level=a.split_level,
+                      split_seed=a.split_seed, k_shot=a.k_shot)
     resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
     run_dir = train(cfg, resume=a.resume)
     from .parallel import dist_env
@@ -84,6 +132,24 @@ def cmd_train(a: argparse.Namespace) -> int:
     summary = run_dir / "summary.json"
     if summary.exists():
         print(format_table(json.loads(summary.read_text())))
+    return 0
+
+
+def cmd_prepare(a: argparse.Namespace) -> int:
+    from .prepare import open_store, prepare
+    from .protocol import Protocol
+    from .volumes import DEFAULT_CT_WINDOW
+
+    proto = Protocol(a.format or "auto", a.labels, a.channels, 2 if a.axis is None else a.axis, a.keep_empty,
+                     a.modality or "auto", a.ct_window or DEFAULT_CT_WINDOW, a.image_size)
+    if a.image_size < 8:
+        raise InputError(f"--image-size must be >= 8, got {a.image_size}")
+    out = prepare(a.raw, a.out, proto, a.split_level or "patient", a.split_seed or 0, progress=True)
+    man = open_store(out).manifest
+    counts = {s: sum(1 for r in man["slices"] if r["split"] == s) for s in ("train", "val", "test")}
+    print(f"prepared {man['n_slices']} slices from {len(man['cases'])} {man['format']} cases "
+          f"({man['in_channels']} channel(s), {man['image_size']}x{man['image_size']}, {man['settings']['modality']}; "
+          f"split {counts['train']}/{counts['val']}/{counts['test']} by {man['split_level']}) into {out}")
     return 0
 
 
@@ -119,6 +185,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(format_table(result))
+        if result.get("volume_mean"):
+            vm = result["volume_mean"]
+            print(f"per volume (3-D, n={len(result['per_volume'])}): "
+                  + "  ".join(f"{k} {vm[k]:.4f}" for k in vm) + "  (HD95 in mm)")
     return 0
 
 
@@ -153,9 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="segment 2-D images with a trained checkpoint")
+    p = sub.add_parser("prepare", help="convert a raw dataset once into a memory-mappable slice store")
+    p.add_argument("raw", metavar="RAW_DIR", help="raw dataset (MSD, nnU-Net, LGG or NIfTI pairs)")
+    p.add_argument("--out", required=True, help="new folder for the store (never overwritten)")
+    p.add_argument("--image-size", type=int, default=256,
+                   help="in-plane size of the stored slices (default 256; the paper: 320 Cardiac, 256 Brain)")
+    _add_protocol_args(p, prepared_ok=False)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("predict", help="segment 2-D images or NIfTI volumes with a trained checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (png, tif, tiff)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files or folders (png, tif, tiff), NIfTI volumes (.nii, .nii.gz) or folders of them")
     p.add_argument("--out", required=True, help="folder for the masks (same file names as the inputs)")
     p.add_argument("--save-steps", action="store_true", help="also write steps/NAME.png: the mask after each step")
     p.add_argument("--device", default="cpu")

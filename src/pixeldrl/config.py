@@ -17,11 +17,31 @@ from .model import PRESETS, NetConfig, net_config
 class TrainConfig:
     # --- data
     data: str = ""
-    """Dataset folder (``images/`` + ``masks/``, optionally inside ``train/ val/ test/``)."""
+    """Dataset folder: 2-D folder, MSD, nnU-Net, Kaggle LGG, NIfTI pairs (``layouts.py``) or a prepared store."""
     image_size: int = 256
     """Side of the square the network sees; images are padded to square and resized to it."""
     split_seed: int = 0
-    """Seed of the 70/10/20 split when the folder has no split subfolders."""
+    """Seed of the 70/10/20 split (and of the k-shot draw) when the data has no split folders."""
+    format: str = "auto"
+    """Dataset layout: auto (detected), msd, nnunet, lgg, paired, folder or prepared (``layouts.py``)."""
+    source_format: str = ""
+    """The raw data's layout, resolved by ``train`` (also for a prepared store); ``predict`` reads it."""
+    labels: list[int] | None = None
+    """Label values that form the binary target (None: every nonzero label)."""
+    channels: list[int] | None = None
+    """Input channels kept, by index (None: all)."""
+    axis: int = 2
+    """Voxel axis (0, 1, 2) volumes are sliced along; 2 = the third, axial in MSD / the slice order in LGG."""
+    keep_empty: bool = False
+    """Keep slices without foreground (the paper removes them)."""
+    modality: str = "auto"
+    """Volume intensities: ``mri`` (percentile clip + z-score onto [0, 1]), ``ct`` (window), auto (dataset.json)."""
+    ct_window: tuple[float, float] = (-160.0, 240.0)
+    """CT window in HU mapped onto [0, 1] (chosen: soft tissue, level 40 width 400)."""
+    split_level: str = "patient"
+    """Split volumes by ``patient`` (chosen default, no leakage) or by ``slice`` (the paper's protocol as written)."""
+    k_shot: int = 0
+    """Keep this many training slices drawn at random (Table 4: 50, 100); 0 keeps all."""
     # --- model
     preset: str = "paper"
     """Network preset: ``paper`` (7.14 M parameters) or ``small``."""
@@ -131,6 +151,12 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.amp in ("none", "bf16"), f"--amp must be none or bf16, got {cfg.amp!r}"),
         (cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
+        (cfg.axis in (0, 1, 2), f"--axis must be 0, 1 or 2, got {cfg.axis}"),
+        (cfg.k_shot >= 0, f"--k-shot must be >= 0, got {cfg.k_shot}"),
+        (cfg.split_level in ("patient", "slice"), f"--split-level must be patient or slice, got {cfg.split_level!r}"),
+        (cfg.modality in ("auto", "mri", "ct"), f"--modality must be auto, mri or ct, got {cfg.modality!r}"),
+        (cfg.format in ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared"),
+         f"--format must be auto, msd, nnunet, lgg, paired, folder or prepared, got {cfg.format!r}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -264,9 +264,11 @@ def from_network(arr: np.ndarray, original_shape: Sequence[int], order: int) -> 
 class SliceDataset(torch.utils.data.Dataset):
     """A whole split in memory at network size.
 
-    Attributes: ``images`` (N, 1, S, S) float32 in [0, 1]; ``masks`` (N, S, S) float32 in {0, 1};
+    Attributes: ``images`` (N, C, S, S) float32 in [0, 1] (C = 1 for the folder format);
+    ``masks`` (N, S, S) float32 in {0, 1};
     ``names`` (list of str); ``original_shapes`` (list of (H, W)); ``pairs`` (the source files, or
-    ``None`` entries when built from arrays). ``ds[i]`` returns ``(image (1, S, S), mask (S, S))``.
+    ``None`` entries when built from arrays); ``patients`` (the patient of each slice; the name
+    itself for 2-D images). ``ds[i]`` returns ``(image (C, S, S), mask (S, S))``.
     """
 
     def __init__(
@@ -276,10 +278,11 @@ class SliceDataset(torch.utils.data.Dataset):
         names: Sequence[str],
         original_shapes: Sequence[tuple[int, int]],
         pairs: Sequence[Pair | None] | None = None,
+        patients: Sequence[str] | None = None,
     ):
         n = len(names)
-        if images.ndim != 4 or images.shape[1] != 1 or images.shape[0] != n:
-            raise ValueError(f"images must be (N, 1, S, S) with N={n}, got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] < 1 or images.shape[0] != n:
+            raise ValueError(f"images must be (N, C, S, S) with N={n}, got {tuple(images.shape)}")
         if masks.shape != (n, images.shape[2], images.shape[3]):
             raise ValueError(f"masks must be {(n, *images.shape[2:])}, got {tuple(masks.shape)}")
         if len(original_shapes) != n:
@@ -289,6 +292,7 @@ class SliceDataset(torch.utils.data.Dataset):
         self.names = list(names)
         self.original_shapes = [tuple(int(v) for v in s) for s in original_shapes]
         self.pairs = list(pairs) if pairs is not None else [None] * n
+        self.patients = list(patients) if patients is not None else list(self.names)
 
     @property
     def size(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import agent_from_checkpoint
@@ -19,7 +20,8 @@ from .data import find_pairs
 from .errors import InputError
 from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
 from .metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
-from .predict import predict_arrays
+from .layouts import detect_format
+from .predict import check_single_channel, image_normaliser, predict_arrays
 
 
 def _masks_by_stem(folder: Path) -> dict[str, Path]:
@@ -38,7 +40,14 @@ def _masks_by_stem(folder: Path) -> dict[str, Path]:
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
-    """Metrics of every prediction in ``pred_dir`` against the same-named mask in ``gt_dir``."""
+    """Metrics of every prediction in ``pred_dir`` against the same-named mask in ``gt_dir``.
+
+    Folders of NIfTI volumes go to :func:`evaluate_nifti_folders`.
+    """
+    from .volumes import is_nifti
+
+    if Path(gt_dir).is_dir() and any(is_nifti(p) for p in Path(gt_dir).iterdir()):
+        return evaluate_nifti_folders(pred_dir, gt_dir)
     preds, gts = _masks_by_stem(Path(pred_dir)), _masks_by_stem(Path(gt_dir))
     missing = sorted(set(gts) - set(preds))
     if missing:
@@ -58,10 +67,62 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     return evaluate_pairs(p_arrays, g_arrays, names)
 
 
+def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path, axis: int = 2) -> dict:
+    """Predicted NIfTI masks against same-named ground-truth label volumes (foreground: label > 0).
+
+    Per volume: 3-D DICE, PPV, SEN, IoU, BIoU and HD95 in mm from the voxel spacing
+    (``per_volume``, ``volume_mean``); per slice along ``axis``, over the slices whose ground truth
+    has foreground (the paper's protocol): the usual table, HD95 in mm from the in-plane spacing.
+    Prediction and ground truth must share shape and affine.
+    """
+    from .metrics import aggregate, compute_metrics
+    from .volumes import check_same_geometry, is_nifti, nifti_stem, read_label_nifti
+
+    def volumes(folder: Path) -> dict[str, Path]:
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder")
+        found = {nifti_stem(p): p for p in sorted(folder.iterdir()) if is_nifti(p) and not p.name.startswith(".")}
+        if not found:
+            raise InputError(f"{folder}: holds no .nii/.nii.gz volumes")
+        return found
+
+    preds, gts = volumes(Path(pred_dir)), volumes(Path(gt_dir))
+    missing = sorted(set(gts) - set(preds))
+    if missing:
+        raise InputError(f"{gts[missing[0]]}: no prediction named {missing[0]!r} in {pred_dir}")
+    extra = sorted(set(preds) - set(gts))
+    if extra:
+        raise InputError(f"{preds[extra[0]]}: no ground-truth volume named {extra[0]!r} in {gt_dir}")
+    s_pred, s_gt, s_names, s_spacing, per_volume = [], [], [], [], []
+    for name in sorted(gts):
+        p, g = read_label_nifti(preds[name]), read_label_nifti(gts[name])
+        check_same_geometry(p, g)
+        pm, gm = p.data > 0, g.data > 0
+        per_volume.append({"name": name, **compute_metrics(pm, gm, g.spacing)})
+        in_plane = [v for a, v in enumerate(g.spacing) if a != axis]
+        for k in range(gm.shape[axis]):
+            gs = np.take(gm, k, axis=axis)
+            if gs.any():
+                s_pred.append(np.take(pm, k, axis=axis))
+                s_gt.append(gs)
+                s_names.append(f"{name}_{'xyz'[axis]}{k:03d}")
+                s_spacing.append(in_plane)
+    if not s_names:
+        raise InputError(f"{gt_dir}: no ground-truth slice holds foreground")
+    result = evaluate_pairs(s_pred, s_gt, s_names, s_spacing)
+    agg = aggregate(per_volume)
+    result.update(hd95_unit="mm", per_volume=per_volume, volume_mean={k: agg[k] for k in METRIC_NAMES})
+    return result
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device: str = "cpu",
                         progress: bool = True, batch_size: int = 8) -> dict:
     """Segment a split of a dataset with a checkpoint; metrics at the images' original size."""
     agent, cfg = agent_from_checkpoint(checkpoint, device)
+    fmt = detect_format(data)
+    if fmt != "folder":
+        return evaluate_volumes(agent, cfg, data, fmt, split, device, progress, batch_size)
+    check_single_channel(cfg, checkpoint)
     splits = find_pairs(data, seed=cfg.split_seed)
     if split not in splits:
         raise InputError(f"--split {split}: choose one of {sorted(splits)}")
@@ -75,8 +136,74 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
             raise InputError(f"{pair.image_path}: shape {im.shape} differs from its mask {pair.mask_path} {gt.shape}")
         images.append(im)
         gts.append(gt)
-    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, progress=progress)
+    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, progress=progress,
+                             normalise=image_normaliser(cfg))
     return evaluate_pairs([r["mask"] for r in results], gts, [p.name for p in pairs])
+
+
+def evaluate_volumes(agent, cfg, data: str | Path, fmt: str, split: str = "test", device: str = "cpu",
+                     progress: bool = True, batch_size: int = 8) -> dict:
+    """A checkpoint on a split of a volume dataset (raw, or prepared: then its source volumes are read).
+
+    The split is recomputed exactly as training made it (the run's labels, channels, axis, empty-slice
+    rule, ``split_level``, ``split_seed``). Each volume of the split is segmented whole
+    (:func:`pixeldrl.predict.predict_volume`). Returns the ``evaluate --json`` object over the
+    split's kept slices, at their original in-plane size with HD95 in mm (in-plane spacing), plus
+    ``per_volume`` / ``volume_mean``: 3-D DICE, PPV, SEN, IoU, BIoU and HD95 in mm (voxel spacing)
+    per volume — only with ``split_level="patient"``, where a volume lies wholly in one split.
+    """
+    from .layouts import list_cases, read_case
+    from .metrics import aggregate, compute_metrics
+    from .predict import predict_volume
+    from .protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
+
+    if split not in ("train", "val", "test"):
+        raise InputError(f"--split {split}: choose one of ['test', 'train', 'val']")
+    proto = Protocol.from_config(cfg)
+    if fmt == "prepared":
+        from .prepare import open_store
+
+        man = open_store(data).manifest
+        root, src_fmt = Path(man["source"]), man["format"]
+        if not root.is_dir():
+            raise InputError(f"{data}: its source {root} is gone; evaluation reads the original volumes")
+        st = man["settings"]
+        proto = Protocol(src_fmt, st["labels"], st["channels"], st["axis"], st["keep_empty"], st["modality"],
+                         tuple(st["ct_window"]), cfg.image_size)
+    else:
+        root, src_fmt = Path(data), fmt
+        proto.format = fmt
+    cases = list_cases(root, src_fmt)
+    index = cut_volumes(root, proto, cases=cases, index_only=True)
+    which = assign_splits(index.patients, cfg.split_level, cfg.split_seed)
+    chosen = [i for i, s in enumerate(which) if s == split]
+    if not chosen:
+        return {"n": 0, "mean": {k: float("nan") for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
+    by_case: dict[int, list[int]] = {}
+    for i in chosen:
+        by_case.setdefault(int(index.case_index[i]), []).append(i)
+    preds, gts, names, spacings, per_volume = [], [], [], [], []
+    for ci, rows in by_case.items():
+        case = cases[ci]
+        data_ = read_case(case)
+        pred = predict_volume(agent, cfg, data_.image, device, batch_size, where=case.images[0])
+        gt = binary_target(data_.label, proto.labels).astype(bool)
+        in_plane = [v for a, v in enumerate(data_.spacing) if a != proto.axis]
+        for i in rows:
+            k = int(index.slice_index[i])
+            preds.append(cut_slice(pred, proto.axis, k))
+            gts.append(cut_slice(gt, proto.axis, k))
+            names.append(index.names[i])
+            spacings.append(in_plane)
+        if cfg.split_level == "patient":
+            per_volume.append({"name": case.name, **compute_metrics(pred, gt, data_.spacing)})
+    result = evaluate_pairs(preds, gts, names, spacings)
+    result["hd95_unit"] = "mm"
+    if per_volume:
+        agg = aggregate(per_volume)
+        result["per_volume"] = per_volume
+        result["volume_mean"] = {k: agg[k] for k in METRIC_NAMES}
+    return result
 
 
 def write_result(result: dict, json_path: str | Path, csv_path: str | Path | None = None) -> None:

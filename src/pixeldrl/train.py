@@ -36,11 +36,12 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from .config import TrainConfig, validate
-from .data import SliceDataset, load_splits
+from .data import SliceDataset
 from .errors import InputError
 from .metrics import dice
 from .pa3c import Agent, pa3c_losses, rollout
 from .parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
+from .protocol import load_dataset
 from .predict import segment
 
 LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
@@ -178,7 +179,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
     if not resume and latest.exists() and main_rank:
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    splits = load_splits(cfg.data, cfg.image_size, cfg.split_seed)
+    splits = load_dataset(cfg, progress=progress)  # any layout; records the resolved format etc. in cfg
     train_ds, val_ds = splits["train"], splits["val"]
     if train_ds.images.shape[1] != cfg.in_channels:
         cfg.in_channels = int(train_ds.images.shape[1])

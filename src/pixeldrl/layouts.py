@@ -1,0 +1,309 @@
+"""Dataset layouts users arrive with: detect one, list its cases, read a case as a 3-D volume.
+
+    pixeldrl prepare Task02_Heart --out prepared/heart            # format detected: msd
+    pixeldrl train --data kaggle_3m --format lgg --preset small
+
+Layouts (``--format``, detected automatically when ``auto``):
+
+``msd``      Medical Segmentation Decathlon: ``dataset.json`` (its ``training`` list names
+             ``./imagesTr/CASE.nii.gz`` and ``./labelsTr/CASE.nii.gz``); 4-D images hold the
+             channels (Task01_BrainTumour: 4 channels, labels 1-3). Modality from ``modality``.
+             nnU-Net v1 task folders (the same ``dataset.json``, images stored as
+             ``CASE_0000.nii.gz`` …) are read as this layout too.
+``nnunet``   nnU-Net raw (v2): ``dataset.json`` with ``channel_names`` and ``file_ending``,
+             ``imagesTr/CASE_0000.nii.gz`` (one file per channel), ``labelsTr/CASE.nii.gz``; 2-D
+             cases too (``file_ending: ".png"``, one slice per case).
+``lgg``      Kaggle ``lgg-mri-segmentation``: ``PATIENT/PATIENT_N.tif`` (3-channel 256 × 256) with
+             ``PATIENT/PATIENT_N_mask.tif``; a patient's slices, ordered by N, form its volume.
+             The root may also be the folder that holds ``kaggle_3m/``.
+``paired``   ``images/CASE.nii[.gz]`` with ``labels/CASE.nii[.gz]``.
+``folder``   the 2-D folder format of :mod:`pixeldrl.data` (``images/`` + ``masks/``).
+``prepared`` a slice store written by ``pixeldrl prepare`` (:mod:`pixeldrl.prepare`).
+
+A volume layout's case is one patient (LGG: one patient folder), so a split by patient is a split
+by case. :func:`read_case` returns the image as (C, X, Y, Z) ``float32`` and the labels as
+(X, Y, Z) ``int64``, with the geometry needed to write a prediction back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .volumes import Volume, check_same_geometry, is_nifti, labels_to_int, nifti_stem, read_label_nifti, read_nifti
+
+FORMATS = ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared")
+VOLUME_FORMATS = ("msd", "nnunet", "lgg", "paired")
+MANIFEST = "manifest.json"
+
+__all__ = ["FORMATS", "VOLUME_FORMATS", "LGG_SLICE", "Case", "CaseData", "detect_format", "list_cases", "read_case",
+           "dataset_modality", "read_lgg_slice"]
+
+
+@dataclass
+class Case:
+    """One case (patient) of a volume layout: where its files are."""
+
+    name: str
+    patient: str
+    images: list[Path]
+    """NIfTI: one file (3-D, or 4-D with channels) or one per channel (nnU-Net); LGG: the slice files."""
+    labels: list[Path]
+    """One label file, or (LGG) one mask per slice."""
+    kind: str = "nifti"
+    """``nifti``, ``png`` (nnU-Net 2-D) or ``lgg``."""
+
+
+@dataclass
+class CaseData:
+    """A case read into memory."""
+
+    image: np.ndarray
+    """(C, X, Y, Z) float32, the stored intensities."""
+    label: np.ndarray
+    """(X, Y, Z) int64 label values."""
+    spacing: tuple[float, float, float]
+    """Voxel size (mm); 1 where the files carry none (PNG, TIFF)."""
+    geometry: Volume | None = field(default=None, repr=False)
+    """The first image file's :class:`Volume` (affine, header) for NIfTI cases."""
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return d
+
+
+def _lgg_root(root: Path) -> Path:
+    return root / "kaggle_3m" if (root / "kaggle_3m").is_dir() else root
+
+
+def _is_lgg(root: Path) -> bool:
+    r = _lgg_root(root)
+    return any(d.is_dir() and any(f.name.endswith("_mask.tif") for f in d.iterdir()) for d in r.iterdir())
+
+
+def detect_format(root: str | os.PathLike, fmt: str = "auto") -> str:
+    """The layout of ``root`` (see the module docstring); ``fmt`` other than ``auto`` is checked."""
+    root = Path(root)
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if not root.exists():
+        raise InputError(f"{root}: data folder not found")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    if fmt != "auto":
+        return fmt
+    if (root / MANIFEST).is_file():
+        return "prepared"
+    if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
+        d = _load_json(root / "dataset.json")
+        return "nnunet" if ("channel_names" in d or "file_ending" in d) else "msd"
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        return "paired"
+    if (root / "images").is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
+        return "folder"
+    if _is_lgg(root):
+        return "lgg"
+    raise InputError(f"{root}: no known dataset layout (expected dataset.json + imagesTr/ (MSD, nnU-Net), "
+                     f"images/ + labels/ (NIfTI pairs), images/ + masks/ (2-D folder), PATIENT/*_mask.tif "
+                     f"(Kaggle LGG), or a prepared store with {MANIFEST})")
+
+
+def dataset_modality(root: str | os.PathLike, fmt: str) -> str:
+    """``ct`` when dataset.json names CT for every channel, else ``mri`` (also for LGG / paired / folder)."""
+    root = Path(root)
+    if fmt in ("msd", "nnunet") and (root / "dataset.json").is_file():
+        d = _load_json(root / "dataset.json")
+        names = d.get("modality") or d.get("channel_names") or {}
+        if isinstance(names, dict) and names and all(str(v).strip().upper() == "CT" for v in names.values()):
+            return "ct"
+    return "mri"
+
+
+# --------------------------------------------------------------------------- listing cases
+
+
+def _list_msd(root: Path) -> list[Case]:
+    d = _load_json(root / "dataset.json")
+    training = d.get("training")
+    if not isinstance(training, list) or not training:
+        raise InputError(f"{root / 'dataset.json'}: no 'training' list of cases")
+    cases = []
+    for entry in training:
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise InputError(f"{root / 'dataset.json'}: a 'training' entry lacks 'image' or 'label': {entry!r}")
+        img, lab = root / entry["image"], root / entry["label"]
+        name = nifti_stem(img)
+        images = [img]
+        if not img.is_file():
+            # nnU-Net v1 ("Task") folders list ./imagesTr/CASE.nii.gz but store CASE_0000.nii.gz, ...
+            n_ch = len(d.get("modality") or {"0": "?"})
+            ending = img.name[len(name):]
+            v1 = [img.parent / f"{name}_{c:04d}{ending}" for c in range(n_ch)]
+            if v1[0].is_file():
+                images = v1
+        for p in images + [lab]:
+            if not p.is_file():
+                raise InputError(f"{p}: listed in {root / 'dataset.json'} but missing")
+        cases.append(Case(name, name, images, [lab]))
+    return sorted(cases, key=lambda c: c.name)
+
+
+def _list_nnunet(root: Path) -> list[Case]:
+    d = _load_json(root / "dataset.json")
+    ending = str(d.get("file_ending", ".nii.gz"))
+    channels = d.get("channel_names") or d.get("modality") or {"0": "?"}
+    n_ch = len(channels)
+    lab_dir = root / "labelsTr"
+    if not lab_dir.is_dir():
+        raise InputError(f"{root}: no labelsTr/ folder")
+    labels = sorted(p for p in lab_dir.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
+    if not labels:
+        raise InputError(f"{lab_dir}: no *{ending} label files")
+    n_listed = d.get("numTraining")
+    if isinstance(n_listed, int) and n_listed != len(labels):
+        raise InputError(f"{root / 'dataset.json'}: numTraining is {n_listed} but {lab_dir} holds {len(labels)} cases")
+    kind = "png" if ending.lower() == ".png" else "nifti"
+    cases = []
+    for lab in labels:
+        name = lab.name[: -len(ending)]
+        imgs = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in range(n_ch)]
+        for p in imgs:
+            if not p.is_file():
+                raise InputError(f"{p}: channel file of case {name!r} (dataset.json lists {n_ch} channels) missing")
+        cases.append(Case(name, name, imgs, [lab], kind))
+    return cases
+
+
+def _list_paired(root: Path) -> list[Case]:
+    def nifti_files(folder: Path) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for p in sorted(folder.iterdir()):
+            if is_nifti(p) and not p.name.startswith("."):
+                if nifti_stem(p) in found:
+                    raise InputError(f"{folder}: two volumes named {nifti_stem(p)!r} ({found[nifti_stem(p)].name} "
+                                     f"and {p.name})")
+                found[nifti_stem(p)] = p
+        return found
+
+    images, labels = nifti_files(root / "images"), nifti_files(root / "labels")
+    if not images:
+        raise InputError(f"{root / 'images'}: no .nii or .nii.gz volumes")
+    for name, p in images.items():
+        if name not in labels:
+            raise InputError(f"{p}: no label volume for this image (expected {root / 'labels' / name}.nii[.gz])")
+    for name, p in labels.items():
+        if name not in images:
+            raise InputError(f"{p}: label volume has no image (expected {root / 'images' / name}.nii[.gz])")
+    return [Case(n, n, [images[n]], [labels[n]]) for n in sorted(images)]
+
+
+LGG_SLICE = re.compile(r"^(.*)_(\d+)\.tif$")
+
+
+def _list_lgg(root: Path) -> list[Case]:
+    base = _lgg_root(root)
+    cases = []
+    for d in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        slices = []
+        for f in d.iterdir():
+            m = LGG_SLICE.match(f.name)
+            if m and not f.name.endswith("_mask.tif"):
+                mask = d / f"{f.name[:-4]}_mask.tif"
+                if not mask.is_file():
+                    raise InputError(f"{f}: no mask for this slice (expected {mask})")
+                slices.append((int(m.group(2)), f, mask))
+        for f in d.glob("*_mask.tif"):
+            if not (d / (f.name[: -len("_mask.tif")] + ".tif")).is_file():
+                raise InputError(f"{f}: mask has no image slice")
+        if slices:
+            slices.sort()
+            cases.append(Case(d.name, d.name, [s[1] for s in slices], [s[2] for s in slices], "lgg"))
+    if not cases:
+        raise InputError(f"{base}: no patient folders with PATIENT_N.tif / PATIENT_N_mask.tif slices")
+    return cases
+
+
+def list_cases(root: str | os.PathLike, fmt: str) -> list[Case]:
+    """The cases of a volume layout, sorted by name."""
+    root = Path(root)
+    listers = {"msd": _list_msd, "nnunet": _list_nnunet, "paired": _list_paired, "lgg": _list_lgg}
+    if fmt not in listers:
+        raise InputError(f"{root}: format {fmt!r} is not a volume layout ({', '.join(listers)})")
+    if fmt in ("msd", "nnunet") and not (root / "dataset.json").is_file():
+        raise InputError(f"{root}: no dataset.json (needed by --format {fmt})")
+    if fmt == "paired" and not ((root / "images").is_dir() and (root / "labels").is_dir()):
+        raise InputError(f"{root}: expected images/ and labels/ folders (--format paired)")
+    return listers[fmt](root)
+
+
+# --------------------------------------------------------------------------- reading a case
+
+
+def read_lgg_slice(path: Path, mask: bool = False) -> np.ndarray:
+    """One Kaggle LGG slice: image (H, W, C) or mask (H, W), the stored values."""
+    import tifffile
+
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        a = np.asarray(tifffile.imread(path))
+    except Exception as e:
+        raise InputError(f"{path}: cannot read TIFF image ({' '.join(str(e).split())[:160]})") from None
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{path}: unsupported pixel type {a.dtype}")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise InputError(f"{path}: image contains non-finite pixel values (NaN or inf)")
+    if mask:
+        if a.ndim == 3 and a.shape[-1] in (3, 4):
+            a = a[..., 0]
+        if a.ndim != 2:
+            raise InputError(f"{path}: expected a 2-D mask, got shape {tuple(a.shape)}")
+        return a
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise InputError(f"{path}: expected a 2-D (H, W) or (H, W, C) slice, got shape {tuple(a.shape)}")
+    return a
+
+
+def read_case(case: Case) -> CaseData:
+    """Read a case into memory and check it (see the module docstring for the shapes)."""
+    if case.kind == "lgg":
+        imgs = [read_lgg_slice(p) for p in case.images]
+        masks = [read_lgg_slice(p, mask=True) for p in case.labels]
+        for p, q, a, b in zip(case.images, case.labels, imgs, masks):
+            if a.shape[:2] != b.shape or a.shape != imgs[0].shape:
+                raise InputError(f"{p} has shape {a.shape} but its mask {q} has shape {b.shape} "
+                                 f"(or the patient's slices differ in shape)")
+        image = np.stack(imgs, axis=2).astype(np.float32).transpose(3, 0, 1, 2)  # (C, H, W, N)
+        label = (np.stack(masks, axis=2) > 0).astype(np.int64)  # Kaggle masks are 0/255
+        return CaseData(np.ascontiguousarray(image), label, (1.0, 1.0, 1.0))
+    if case.kind == "png":
+        from .imageio import read_image
+
+        chans = [read_image(p) for p in case.images]
+        lab = labels_to_int(read_image(case.labels[0]), case.labels[0])
+        for p, c in zip(case.images, chans):
+            if c.shape != lab.shape:
+                raise InputError(f"{p} has shape {c.shape} but its label {case.labels[0]} has shape {lab.shape}")
+        return CaseData(np.stack(chans)[..., None], lab[..., None], (1.0, 1.0, 1.0))
+    vols = [read_nifti(p) for p in case.images]
+    label = read_label_nifti(case.labels[0])
+    chans = []
+    for v in vols:
+        check_same_geometry(v, label)
+        chans += [v.data] if v.data.ndim == 3 else [v.data[..., c] for c in range(v.data.shape[-1])]
+    image = np.stack(chans).astype(np.float32)  # (C, X, Y, Z)
+    return CaseData(image, label.data, vols[0].spacing, vols[0])

@@ -1,0 +1,196 @@
+"""Every volume layout end to end through the CLI: prepare, train (raw and prepared), predict, evaluate.
+
+Tiny on purpose (3-5 volumes of 16 × 16 × 6, preset ``small`` at 16 × 16, one epoch, one torch thread).
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pixeldrl.cli import main
+from synth_datasets import AFFINE, SHAPE, make_lgg, make_msd, make_nnunet, make_nnunet_png, make_paired
+
+FAST = ["--preset", "small", "--epochs", "1", "--image-size", "16", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+LAYOUTS = {
+    # name: (maker, input for predict relative to the root, expected output names)
+    # 4 channels in one 4-D file, like Task01_BrainTumour
+    "msd": (lambda r: make_msd(r, n=4, channels=4), "imagesTr", [f"la_{k:03d}.nii.gz" for k in range(4)]),
+    "nnunet": (lambda r: make_nnunet(r, n=4), "imagesTr", [f"case_{k:03d}.nii.gz" for k in range(4)]),
+    "paired": (lambda r: make_paired(r, n=4, ext=".nii"), "images", [f"case{k}.nii" for k in range(4)]),
+    "lgg": (lambda r: make_lgg(r, n=4), "kaggle_3m/TCGA_XX_0001", [f"TCGA_XX_0001_{z}.tif" for z in range(1, 7)]),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_layout_end_to_end(tmp_path, capsys, layout):
+    maker, pred_input, expected = LAYOUTS[layout]
+    root = maker(tmp_path / "raw")
+    rc, _, err = run(capsys, "train", "--data", root, *FAST, "--out", tmp_path / "run")
+    assert rc == 0, err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["source_format"] == layout and cfg["modality"] == "mri"
+    assert cfg["in_channels"] == {"msd": 4, "nnunet": 2, "paired": 1, "lgg": 3}[layout]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["hd95_unit"] == "mm" and len(summary["per_volume"]) == 1
+
+    ckpt = tmp_path / "run" / "checkpoint_best.pt"
+    rc, out, err = run(capsys, "predict", "--checkpoint", ckpt, root / pred_input, "--out", tmp_path / "pred")
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(expected)
+    if layout != "lgg":
+        back = nib.load(str(tmp_path / "pred" / expected[0]))
+        assert back.shape == SHAPE
+        np.testing.assert_allclose(back.affine, AFFINE)
+        assert set(np.unique(np.asarray(back.dataobj))) <= {0, 1}
+
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", root, "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["n"] == 4 and len(result["per_volume"]) == 1  # 4 patients -> 3/0/1: one test volume
+    assert set(result["volume_mean"]) == {"DICE", "PPV", "SEN", "IoU", "BIoU", "HD95"}
+
+
+def test_prepared_store_end_to_end(tmp_path, capsys):
+    root = make_msd(tmp_path / "raw", n=4)
+    rc, out, err = run(capsys, "prepare", root, "--out", tmp_path / "prep", "--image-size", "16",
+                       "--split-level", "slice", "--split-seed", "3")
+    assert rc == 0, err
+    assert "prepared 16 slices from 4 msd cases" in out
+    rc, _, err = run(capsys, "train", "--data", tmp_path / "prep", *FAST, "--k-shot", "5", "--out", tmp_path / "run")
+    assert rc == 0, err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["source_format"] == "msd" and cfg["k_shot"] == 5
+    assert (cfg["split_level"], cfg["split_seed"]) == ("slice", 3)  # taken from the store
+    assert len(json.loads((tmp_path / "run" / "splits.json").read_text())["train"]) == 5
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt",
+                       "--data", tmp_path / "prep", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["n"] == 3  # 16 slices split 11/2/3 by slice
+
+
+def test_nnunet_2d_png_end_to_end(tmp_path, capsys):
+    root = make_nnunet_png(tmp_path / "raw", n=5)
+    rc, _, err = run(capsys, "train", "--data", root, *FAST, "--labels", "1,2", "--out", tmp_path / "run")
+    assert rc == 0, err
+    rc, out, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt",
+                       root / "imagesTr" / "c0_0000.png", "--out", tmp_path / "pred")
+    assert rc == 0, err
+    assert (tmp_path / "pred" / "c0_0000.png").is_file()
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", "--data", root,
+                       "--json")
+    assert rc == 0, err
+    assert json.loads(out)["n"] == 1  # 5 one-slice cases -> 3/1/1
+
+
+def test_slice_split_and_options_are_stored(tmp_path, capsys):
+    root = make_paired(tmp_path / "raw", n=3)
+    rc, _, err = run(capsys, "train", "--data", root, *FAST, "--split-level", "slice", "--labels", "2",
+                     "--axis", "2", "--keep-empty", "--modality", "mri", "--out", tmp_path / "run")
+    assert rc == 0, err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (cfg["split_level"], cfg["labels"], cfg["keep_empty"]) == ("slice", [2], True)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "per_volume" not in summary  # a volume spans splits at slice level
+
+
+def test_predict_volume_errors(tmp_path, capsys):
+    root = make_paired(tmp_path / "raw", n=3)
+    assert run(capsys, "train", "--data", root, *FAST, "--out", tmp_path / "run")[0] == 0
+    ckpt = tmp_path / "run" / "checkpoint_best.pt"
+    bad = tmp_path / "bad.nii.gz"
+    data = (root / "images" / "case0.nii.gz").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    rc, _, err = run(capsys, "predict", "--checkpoint", ckpt, bad, "--out", tmp_path / "pred")
+    assert rc == 2 and "bad.nii.gz" in err and not (tmp_path / "pred").exists()
+    # a 2-D NIfTI where a volume is expected
+    nib.save(nib.Nifti1Image(np.zeros((16, 16), np.float32), np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    rc, _, err = run(capsys, "predict", "--checkpoint", ckpt, tmp_path / "flat.nii.gz", "--out", tmp_path / "pred")
+    assert rc == 2 and "flat.nii.gz" in err and "3-D" in err
+    # never over an existing file without --overwrite, never over the input
+    assert run(capsys, "predict", "--checkpoint", ckpt, root / "images", "--out", tmp_path / "pred")[0] == 0
+    rc, _, err = run(capsys, "predict", "--checkpoint", ckpt, root / "images", "--out", tmp_path / "pred")
+    assert rc == 2 and "already exists" in err
+    rc, _, err = run(capsys, "predict", "--checkpoint", ckpt, root / "images", "--out", root / "images",
+                     "--overwrite")
+    assert rc == 2 and "overwrite the input" in err
+
+
+def test_evaluate_nifti_folders(tmp_path, capsys):
+    root = make_paired(tmp_path / "raw", n=2)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for k in range(2):
+        lab = nib.load(str(root / "labels" / f"case{k}.nii.gz"))
+        m = (np.asarray(lab.dataobj) > 0).astype(np.uint8)
+        if k == 1:
+            m[:, :, 2] = 0  # miss one slice
+        nib.save(nib.Nifti1Image(m, lab.affine), str(pred / f"case{k}.nii.gz"))
+    rc, out, err = run(capsys, "evaluate", "--pred", pred, "--gt", root / "labels", "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["n"] == 8 and res["hd95_unit"] == "mm"
+    vols = {v["name"]: v for v in res["per_volume"]}
+    assert vols["case0"]["DICE"] == pytest.approx(1.0) and vols["case0"]["HD95"] == 0
+    assert vols["case1"]["DICE"] < 1
+    # a prediction whose affine differs is refused
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), str(pred / "case0.nii.gz"))
+    rc, _, err = run(capsys, "evaluate", "--pred", pred, "--gt", root / "labels")
+    assert rc == 2 and "different affines" in err
+
+
+def test_multichannel_checkpoint_refuses_grayscale_images(tmp_path, capsys):
+    root = make_nnunet(tmp_path / "raw", n=3)
+    assert run(capsys, "train", "--data", root, *FAST, "--out", tmp_path / "run")[0] == 0
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "a.png")
+    rc, _, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", tmp_path / "a.png",
+                     "--out", tmp_path / "pred")
+    assert rc == 2 and "takes 2 input channels" in err
+
+
+def test_volume_hd95_is_in_mm(tmp_path, capsys):
+    root = make_paired(tmp_path / "raw", n=1)
+    lab = nib.load(str(root / "labels" / "case0.nii.gz"))
+    gt = np.asarray(lab.dataobj) > 0
+    (tmp_path / "pred").mkdir()
+    shifted = np.roll(gt, 1, axis=0).astype(np.uint8)  # one voxel along x: 0.8 mm (AFFINE)
+    nib.save(nib.Nifti1Image(shifted, lab.affine), str(tmp_path / "pred" / "case0.nii.gz"))
+    rc, out, err = run(capsys, "evaluate", "--pred", tmp_path / "pred", "--gt", root / "labels", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["per_volume"][0]["HD95"] == pytest.approx(0.8)
+    assert json.loads(out)["mean"]["HD95"] == pytest.approx(0.8)  # per-slice, in-plane spacing 0.8 × 0.8
+
+
+def test_channel_selection_carries_to_predict(tmp_path, capsys):
+    root = make_msd(tmp_path / "raw", n=3, channels=4)
+    rc, _, err = run(capsys, "train", "--data", root, *FAST, "--channels", "0,2", "--out", tmp_path / "run")
+    assert rc == 0, err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (cfg["channels"], cfg["in_channels"]) == ([0, 2], 2)
+    rc, _, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt",
+                     root / "imagesTr" / "la_000.nii.gz", "--out", tmp_path / "pred")
+    assert rc == 0, err
+    assert nib.load(str(tmp_path / "pred" / "la_000.nii.gz")).shape == SHAPE
