@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass, fields
 from .errors import InputError
 from .model import PRESETS, NetConfig, net_config
 
+# Every trainable method: PixelDRL-MG, the PixelRL baseline (both PA3C) and MONAI's U-Net variants
+# trained with Dice + cross-entropy (``baselines.py``, ``supervised.py``).
+PA3C_MODELS = ("pixeldrl", "pixelrl")
+SUPERVISED_MODELS = ("unet", "attention-unet", "unet++", "swin-unetr")
+MODELS = PA3C_MODELS + SUPERVISED_MODELS
+
 
 @dataclass
 class TrainConfig:
@@ -23,6 +29,8 @@ class TrainConfig:
     split_seed: int = 0
     """Seed of the 70/10/20 split when the folder has no split subfolders."""
     # --- model
+    model: str = "pixeldrl"
+    """Method: ``pixeldrl`` (PixelDRL-MG), ``pixelrl`` or a U-Net baseline (see ``MODELS``)."""
     preset: str = "paper"
     """Network preset: ``paper`` (7.14 M parameters) or ``small``."""
     use_sam: bool = True
@@ -118,6 +126,9 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1, f"kernel size must be odd, got {cfg.kernel_size}"),
         (cfg.norm in ("group", "none"), f"norm must be group or none, got {cfg.norm!r}"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
+        (cfg.model in MODELS, f"--model {cfg.model}: unknown model; choose one of {', '.join(MODELS)}"),
+        (cfg.model != "swin-unetr" or (cfg.image_size % 32 == 0 and cfg.image_size >= 64),
+         f"--image-size {cfg.image_size}: swin-unetr needs a multiple of 32 that is at least 64"),
     ]
     for ok, msg in checks:
         if not ok:
