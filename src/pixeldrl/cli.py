@@ -150,7 +150,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     except ValueError:
         raise InputError(f"--shots {a.shots}: expected comma-separated integers, e.g. 50,100") from None
     s = Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
-                 batch_size=a.batch_size, device=a.device, shots=shots)
+                 batch_size=a.batch_size, device=a.device, shots=shots, progress=sys.stderr.isatty())
     exp_dir = reproduce(a.experiment, s)
     print((exp_dir / "results.md").read_text())
     print(f"results: {exp_dir / 'results.md'}, {exp_dir / 'results.csv'}, {exp_dir / 'bars.png'}, "

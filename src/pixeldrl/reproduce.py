@@ -438,11 +438,13 @@ def reproduce(experiment: str, s: Settings) -> Path:
              f"{cfg0.lr_step} epochs; PixelDRL-MG preset `{s.preset}`; best validation Dice picks the checkpoint; "
              f"metrics on the test split at the images' original size (HD95 in pixels). Best value per column "
              f"(per setting) in bold; for HD95 and parameters lower is better.", "",
-             markdown_table(records), ""]
+             ]
     if conditions:
         lines += ["DICE per test-time corruption (noise-S: Gaussian noise of S × the image's 0.5–99.5 percentile "
                   "range; bias-C: bias field, coefficients in [−C, C]; blur-σ: Gaussian blur, σ pixels):", "",
-                  pivot_table(records, "DICE"), "", "BIoU per corruption:", "", pivot_table(records, "BIoU"), ""]
+                  pivot_table(records, "DICE"), "", "BIoU per corruption:", "", pivot_table(records, "BIoU"), "",
+                  "All metrics:", ""]
+    lines += [markdown_table(records), ""]
     lines += [f"Figures: `bars.png` (DICE and BIoU), `comparison.png` (the same test slices by each method"
               + (f", corrupted with {corruption.name}" if corruption else "") + ").", "",
               f"Run folders: `{out / 'runs'}`. Wall time of this call: {time.perf_counter() - t0:.0f} s "
