@@ -10,7 +10,8 @@ in training. Levels (chosen; the paper does not list them):
   standard deviation ``S`` × the image's intensity spread, where the spread is the 0.5–99.5
   percentile range that normalisation maps to [0, 1] — so ``S`` is the noise level the network sees.
 * ``bias-C``: a smooth multiplicative bias field (MONAI ``RandBiasField``, degree 3, coefficients
-  drawn from [-C, C]), as from an uncorrected MRI receive coil.
+  drawn from [-C, C]), as from an uncorrected MRI receive coil. On a 48-pixel-wide image C = 0.1
+  scales intensities by about 0.7–1.5 across the image, C = 0.3 by about 0.3–3.5.
 * ``blur-σ``: Gaussian smoothing (MONAI ``GaussianSmooth``) with σ pixels.
 
 Randomness is seeded per image from ``(seed, image index)``: every model sees exactly the same
@@ -37,7 +38,7 @@ class Corruption:
 
 CORRUPTIONS: tuple[Corruption, ...] = (
     Corruption("noise", 0.05), Corruption("noise", 0.1), Corruption("noise", 0.2),
-    Corruption("bias", 0.3), Corruption("bias", 0.6),
+    Corruption("bias", 0.1), Corruption("bias", 0.3),
     Corruption("blur", 1.0), Corruption("blur", 2.0),
 )
 KINDS = ("noise", "bias", "blur")

@@ -54,9 +54,10 @@ def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: Slice
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        total += float(loss.detach())
+        loss_value = float(loss.detach())
+        total += loss_value
         dices += batch_dice(logits.detach().argmax(1) > 0, masks)
-        bar.set_postfix(loss=f"{float(loss):.3f}", dice=f"{np.mean(dices):.3f}")
+        bar.set_postfix(loss=f"{loss_value:.3f}", dice=f"{np.mean(dices):.3f}")
     return {"loss": total / n_batches, "train_dice": float(np.mean(dices))}
 
 
