@@ -1,7 +1,7 @@
 """The ``pixeldrl`` command. Each subcommand parses its arguments and calls one plain function.
 
     pixeldrl demo                      # embedded real-MRI default: train, evaluate, figures
-    pixeldrl train --data DIR [--preset small] [--epochs N] ...
+    pixeldrl train --data DIR [--model NAME] [--preset small] [--epochs N] ...
     pixeldrl predict --checkpoint CKPT INPUT... --out DIR [--save-steps]
     pixeldrl evaluate --pred DIR --gt DIR [--json]
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixeldrl", description="PixelDRL-MG: pixel-level deep RL segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train PixelDRL-MG with PA3C")
+    p = sub.add_parser("train", help="train PixelDRL-MG (PA3C) or a baseline (--model)")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
