@@ -197,6 +197,11 @@ def test_reproduce_skips_finished_runs_and_resumes_unfinished_ones(table2, data,
     rc, _, err = run_cli(capsys, "reproduce", "--data", data, "--experiment", "table2", "--seeds", "1",
                          "--out", table2, *TINY[:-2], "--epochs", "1", "--batch-size", "2")
     assert rc == 2 and "batch_size" in err
+    # So is one trained on another data set.
+    other = make_dataset(table2.parent / "other", n=10, seed=1)
+    rc, _, err = run_cli(capsys, "reproduce", "--data", other, "--experiment", "table2", "--seeds", "2",
+                         "--out", table2, *TINY)
+    assert rc == 2 and "not on" in err
 
 
 def test_robustness_reuses_table2_runs_and_reports_every_condition(table2, data, capsys):

@@ -139,6 +139,9 @@ def k_shot_dataset(data: str | Path, k: int, seed: int, out: Path, split_seed: i
     from .data import find_pairs
 
     if (out / ".done").exists():
+        made_from = json.loads((out / ".done").read_text())["data"]
+        if made_from != str(Path(data).resolve()):
+            raise InputError(f"{out}: a k-shot set of {made_from}, not of {data}; use another --out")
         return out
     splits = find_pairs(data, seed=split_seed)
     chosen = set(k_shot_subset([p.name for p in splits["train"]], k, seed))
@@ -176,6 +179,8 @@ def is_complete(run: Path) -> bool:
 
 def _check_same(cfg: TrainConfig, run: Path) -> None:
     stored = json.loads((run / "config.json").read_text())
+    if Path(stored.get("data", "")).resolve() != Path(cfg.data).resolve():
+        raise InputError(f"{run}: holds a run on {stored.get('data')}, not on {cfg.data}; use another --out")
     for k in _RUN_KEYS:
         if k in stored and stored[k] != getattr(cfg, k):
             raise InputError(f"{run}: holds a run with {k}={stored[k]!r}, not {getattr(cfg, k)!r}; "
