@@ -66,15 +66,31 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Agent, TrainConfig]:
-    """Rebuild the agent stored in a checkpoint, in eval mode on ``device``."""
+    """Rebuild the model stored in a checkpoint, in eval mode on ``device``.
+
+    For PixelDRL-MG (and checkpoints older than the ``model`` field) the agent is rebuilt from the
+    stored ``net_config``; for the baselines from the stored ``model_name`` / ``model_kwargs``
+    (``baselines.py``): a PixelRL agent, or a ``baselines.Segmenter`` whose one-shot ``segment``
+    ``predict.segment`` calls. Either way the result plugs into ``predict`` and ``evaluate``.
+    """
     # Check the device first: otherwise torch.load's failure to map onto it reads as a corrupt file.
     device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = TrainConfig.from_dict(ckpt["config"])
-    agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size)
+    name = ckpt.get("model_name", cfg.model)
+    if name == "pixeldrl":
+        agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size)
+    else:
+        from .baselines import build_model, check_model
+
+        check_model(name)
+        agent = build_model(name, **ckpt.get("model_kwargs", {"in_channels": cfg.in_channels}), cfg=cfg)
     try:
         agent.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise InputError(f"{path}: weights do not fit the stored architecture ({str(e).splitlines()[0][:200]})")
     # channels-last: the same numbers, faster convolutions (float32; bf16 only where asked in training)
-    return agent.to(device).set_fast_paths(channels_last=True).eval(), cfg
+    agent = agent.to(device)
+    if isinstance(agent, Agent):
+        agent.set_fast_paths(channels_last=True)
+    return agent.eval(), cfg

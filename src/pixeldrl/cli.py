@@ -1,12 +1,13 @@
 """The ``pixeldrl`` command. Each subcommand parses its arguments and calls one plain function.
 
     pixeldrl demo                      # embedded real-MRI default: train, evaluate, figures
-    pixeldrl train --data DIR [--preset small] [--epochs N] ...
+    pixeldrl train --data DIR [--model NAME] [--preset small] [--epochs N] ...
     pixeldrl prepare RAW_DIR --out PREPARED_DIR [--image-size S] [--labels 1,2] ...
     pixeldrl predict --checkpoint CKPT INPUT... --out DIR [--save-steps]     # images or NIfTI volumes
     pixeldrl evaluate --pred DIR --gt DIR [--json]
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
-    pixeldrl info [--preset paper|small] [--json]
+    pixeldrl info [--model NAME] [--preset paper|small] [--json]
+    pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K]
 
 Bad input raises :class:`~pixeldrl.errors.InputError`; ``main`` prints its one line and exits 2.
 """
@@ -58,6 +59,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="dataset folder in any layout (see README, Datasets) or a prepared store")
     _add_protocol_args(p)
     p.add_argument("--k-shot", type=int, help="train on K training slices drawn at random (Table 4; default all)")
+    p.add_argument("--model", default="pixeldrl",
+                   help="pixeldrl (PixelDRL-MG), pixelrl, unet, attention-unet, unet++ or swin-unetr")
     p.add_argument("--preset", default="paper", help="paper (7.14 M parameters, the paper's schedule) or small")
     p.add_argument("--epochs", type=int, help="training epochs (preset default)")
     p.add_argument("--batch-size", type=int, help="images per update (preset default)")
@@ -112,7 +115,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         man = open_store(a.data).manifest
         a.split_level = a.split_level or man.get("split_level")
         a.split_seed = man.get("split_seed") if a.split_seed is None else a.split_seed
-    cfg = make_config(a.preset, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
+    cfg = make_config(a.preset, model=a.model, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
                       lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
                       augment=True if a.augment else None, amp=a.amp, compile=True if a.compile else None,
@@ -197,14 +200,42 @@ def cmd_info(a: argparse.Namespace) -> int:
 
     if a.preset not in PRESETS:
         raise InputError(f"--preset {a.preset}: unknown preset; choose one of {sorted(PRESETS)}")
-    cfg = net_config(a.preset, use_sam=not a.no_sam, use_dilation=not a.no_dilation)
+    if a.model != "pixeldrl":
+        from .baselines import check_model, parameter_counts
+
+        check_model(a.model)
+        counts = parameter_counts(a.model, a.in_channels)
+        if a.json:
+            print(json.dumps({"model": a.model, "parameters": counts}))
+        else:
+            print(f"{a.model} (in_channels {a.in_channels})")
+            for k, v in counts.items():
+                print(f"  {k:<14} {v:>12,d}")
+        return 0
+    cfg = net_config(a.preset, in_channels=a.in_channels, use_sam=not a.no_sam, use_dilation=not a.no_dilation)
     counts = count_parameters(PixelDRLNet(cfg))
     if a.json:
-        print(json.dumps({"preset": a.preset, "parameters": counts}))
+        print(json.dumps({"model": "pixeldrl", "preset": a.preset, "parameters": counts}))
     else:
         print(f"PixelDRL-MG, preset {a.preset}" + (" (no SAM)" if a.no_sam else "") + (" (no DC)" if a.no_dilation else ""))
         for k, v in counts.items():
             print(f"  {k:<8} {v:>12,d}")
+    return 0
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from .reproduce import Settings, reproduce
+
+    try:
+        shots = tuple(int(k) for k in a.shots.split(","))
+    except ValueError:
+        raise InputError(f"--shots {a.shots}: expected comma-separated integers, e.g. 50,100") from None
+    s = Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
+                 batch_size=a.batch_size, device=a.device, shots=shots, progress=sys.stderr.isatty())
+    exp_dir = reproduce(a.experiment, s)
+    print((exp_dir / "results.md").read_text())
+    print(f"results: {exp_dir / 'results.md'}, {exp_dir / 'results.csv'}, {exp_dir / 'bars.png'}, "
+          f"{exp_dir / 'comparison.png'}")
     return 0
 
 
@@ -219,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixeldrl", description="PixelDRL-MG: pixel-level deep RL segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train PixelDRL-MG with PA3C")
+    p = sub.add_parser("train", help="train PixelDRL-MG (PA3C) or a baseline (--model)")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -254,11 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="parameter counts, total and per component")
+    p.add_argument("--model", default="pixeldrl", help="pixeldrl, pixelrl, unet, attention-unet, unet++, swin-unetr")
+    p.add_argument("--in-channels", type=int, default=1)
     p.add_argument("--preset", default="paper")
     p.add_argument("--no-sam", action="store_true")
     p.add_argument("--no-dilation", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("reproduce", help="the paper's experiments: Tables 2, 3, 4 and robustness")
+    p.add_argument("--data", required=True, help="dataset folder (as for train)")
+    p.add_argument("--experiment", required=True, help="table2, table3, table4 or robustness")
+    p.add_argument("--epochs", type=int, help="epochs of every run (preset default)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3): mean ± std")
+    p.add_argument("--out", default="", help="results and run folders (default runs/reproduce/DATASET)")
+    p.add_argument("--preset", default="paper", help="PixelDRL-MG preset and the shared training budget")
+    p.add_argument("--image-size", type=int, help="input side of every model (preset default)")
+    p.add_argument("--batch-size", type=int, help="images per update of every model (preset default)")
+    p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("demo", help="train and evaluate on slices of the MNI152 template (white matter)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")

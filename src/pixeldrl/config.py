@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass, fields
 from .errors import InputError
 from .model import PRESETS, NetConfig, net_config
 
+# Every trainable method: PixelDRL-MG, the PixelRL baseline (both PA3C) and MONAI's U-Net variants
+# trained with Dice + cross-entropy (``baselines.py``, ``supervised.py``).
+PA3C_MODELS = ("pixeldrl", "pixelrl")
+SUPERVISED_MODELS = ("unet", "attention-unet", "unet++", "swin-unetr")
+MODELS = PA3C_MODELS + SUPERVISED_MODELS
+
 
 @dataclass
 class TrainConfig:
@@ -43,6 +49,8 @@ class TrainConfig:
     k_shot: int = 0
     """Keep this many training slices drawn at random (Table 4: 50, 100); 0 keeps all."""
     # --- model
+    model: str = "pixeldrl"
+    """Method: ``pixeldrl`` (PixelDRL-MG), ``pixelrl`` or a U-Net baseline (see ``MODELS``)."""
     preset: str = "paper"
     """Network preset: ``paper`` (7.14 M parameters) or ``small``."""
     use_sam: bool = True
@@ -157,6 +165,9 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.modality in ("auto", "mri", "ct"), f"--modality must be auto, mri or ct, got {cfg.modality!r}"),
         (cfg.format in ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared"),
          f"--format must be auto, msd, nnunet, lgg, paired, folder or prepared, got {cfg.format!r}"),
+        (cfg.model in MODELS, f"--model {cfg.model}: unknown model; choose one of {', '.join(MODELS)}"),
+        (cfg.model != "swin-unetr" or (cfg.image_size % 32 == 0 and cfg.image_size >= 64),
+         f"--image-size {cfg.image_size}: swin-unetr needs a multiple of 32 that is at least 64"),
     ]
     for ok, msg in checks:
         if not ok:

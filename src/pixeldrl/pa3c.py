@@ -74,7 +74,10 @@ class Agent(nn.Module):
             bias = self.net.policy.out.bias
             bias.zero_()
             bias[env.KEEP] = math.log(init_keep_prob / (1 - init_keep_prob))
-        # Execution options (see :meth:`set_fast_paths`); none changes what is computed.
+        self._plain_execution()
+
+    def _plain_execution(self) -> None:
+        """Execution options of :meth:`set_fast_paths` at their straightforward values."""
         self.amp_dtype: torch.dtype | None = None
         self.recompute = False
         object.__setattr__(self, "_forward", self.net)  # not a submodule: keeps state_dict keys plain

@@ -108,7 +108,9 @@ def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict]
     from .train import _flip, pa3c_update
 
     torch.set_num_threads(threads)
-    local = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
+    from .baselines import build_agent
+
+    local = build_agent(cfg)
     local.set_fast_paths(cfg.channels_last, cfg.amp, False, cfg.recompute)
     local.train()
     params = list(global_agent.parameters())

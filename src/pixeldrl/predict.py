@@ -42,7 +42,12 @@ class Segmentation:
 
 @torch.no_grad()
 def segment(agent: Agent, images: torch.Tensor, t_max: int = env.T_MAX, return_steps: bool = False) -> Segmentation:
-    """Greedy episode on images (B, C, H, W) → :class:`Segmentation`."""
+    """Greedy episode on images (B, C, H, W) → :class:`Segmentation`.
+
+    A supervised baseline (``baselines.Segmenter``, ``one_shot``) segments in one forward pass.
+    """
+    if getattr(agent, "one_shot", False):
+        return agent.segment(images, t_max, return_steps)
     mask = env.initial_mask(images)  # (B, H, W)
     keep_prob = torch.zeros_like(mask)
     steps = [mask.bool()] if return_steps else None

@@ -35,10 +35,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
-from .config import TrainConfig, validate
+from .config import PA3C_MODELS, TrainConfig, validate
 from .data import SliceDataset
 from .errors import InputError
 from .metrics import dice
+from .baselines import build_agent
 from .pa3c import Agent, pa3c_losses, rollout
 from .parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
 from .protocol import load_dataset
@@ -51,6 +52,8 @@ LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "me
 def default_run_dir(cfg: TrainConfig) -> Path:
     """runs/DATASET/PRESET[-nosam][-nodc]/seedK — derived from what the run is."""
     variant = cfg.preset + ("" if cfg.use_sam else "-nosam") + ("" if cfg.use_dilation else "-nodc")
+    if cfg.model != "pixeldrl":
+        variant = f"{cfg.model}-{cfg.preset}"
     return Path("runs") / Path(cfg.data).resolve().name / variant / f"seed{cfg.seed}"
 
 
@@ -161,8 +164,16 @@ def _write_json(path: Path, obj) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluate_test: bool = True) -> Path:
-    """Train PixelDRL-MG as configured; returns the run folder. See the module docstring."""
+    """Train PixelDRL-MG as configured; returns the run folder. See the module docstring.
+
+    ``cfg.model`` picks the method: the U-Net baselines go to ``supervised.train_supervised`` (same
+    run folder, Dice + cross-entropy); ``pixelrl`` runs this PA3C loop with PixelRL's network.
+    """
     validate(cfg)
+    if cfg.model not in PA3C_MODELS:
+        from .supervised import train_supervised
+
+        return train_supervised(cfg, resume=resume, progress=progress, evaluate_test=evaluate_test)
     _, world, local_rank = dist_env()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
@@ -185,7 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         cfg.in_channels = int(train_ds.images.shape[1])
 
     torch.manual_seed(cfg.seed)
-    agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob).to(device)
+    agent = build_agent(cfg).to(device)  # PixelDRL-MG, or PixelRL's network (baselines.py)
     agent.set_fast_paths(cfg.channels_last, cfg.amp, cfg.compile, cfg.recompute)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)

@@ -1,0 +1,147 @@
+"""Supervised training of the U-Net baselines (Dice + cross-entropy), with PixelDRL-MG's run folder.
+
+    pixeldrl train --data DATA --model unet --preset small --epochs 20 --out runs/unet
+
+Everything but the model and the loss is PixelDRL-MG's: the same splits and input size
+(``data.load_splits``), the same epochs, batch size, Adam learning rate and step decay, the same
+optional flips, validation Dice of the argmax mask every ``val_every`` epochs picking
+``checkpoint_best.pt``, and the same test evaluation at the images' original size. The run folder
+holds the same files as ``train.py`` writes (``config.json``, ``splits.json``, ``log.csv``,
+``training_curve.png``, ``checkpoint_latest/best/final.pt``, ``summary.json``,
+``test_per_image.csv``), so ``evaluate``, ``predict`` and ``reproduce`` treat all runs alike. The
+log's PA3C columns (policy/value loss, entropy, reward) are NaN here.
+
+Loss (chosen, the usual pairing for these networks): MONAI's ``DiceCELoss`` on the two-class
+softmax, Dice and cross-entropy weighted 1 : 1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .baselines import Segmenter
+from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from .config import SUPERVISED_MODELS, TrainConfig, validate
+from .data import SliceDataset
+from .protocol import load_dataset
+from .errors import InputError
+from .train import LOG_FIELDS, _flip, _read_log, _write_json, _write_log, batch_dice, default_run_dir, validate_dice
+
+
+def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
+                device: torch.device, shuffle_gen: torch.Generator, progress: bool) -> dict:
+    """One pass over the training split; returns the mean loss and the Dice of the argmax masks."""
+    model.train()
+    order = torch.randperm(len(ds), generator=shuffle_gen)
+    total, dices = 0.0, []
+    n_batches = math.ceil(len(ds) / cfg.batch_size)
+    bar = tqdm(range(n_batches), desc="train", unit="batch", leave=False, disable=not progress)
+    for i in bar:
+        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
+        if cfg.augment:
+            images, masks = _flip(images, masks, shuffle_gen)
+        images, masks = images.to(device), masks.to(device)
+        logits = model(images)  # (B, 2, S, S)
+        loss = loss_fn(logits, masks.unsqueeze(1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        loss_value = float(loss.detach())
+        total += loss_value
+        dices += batch_dice(logits.detach().argmax(1) > 0, masks)
+        bar.set_postfix(loss=f"{loss_value:.3f}", dice=f"{np.mean(dices):.3f}")
+    return {"loss": total / n_batches, "train_dice": float(np.mean(dices))}
+
+
+def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+                     evaluate_test: bool = True) -> Path:
+    """Train the U-Net baseline ``cfg.model``; returns the run folder (see the module docstring)."""
+    from monai.losses import DiceCELoss
+
+    validate(cfg)
+    if cfg.model not in SUPERVISED_MODELS:
+        raise InputError(f"--model {cfg.model}: not a supervised baseline; choose one of {', '.join(SUPERVISED_MODELS)}")
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    latest = run_dir / "checkpoint_latest.pt"
+    if resume and not latest.exists():
+        raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
+    if not resume and latest.exists():
+        raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    splits = load_dataset(cfg, progress=progress)  # any layout (protocol.py), as train.py
+    train_ds, val_ds = splits["train"], splits["val"]
+    cfg.in_channels = int(train_ds.images.shape[1])
+
+    torch.manual_seed(cfg.seed)
+    model_kwargs = {"in_channels": cfg.in_channels}
+    model = Segmenter(cfg.model, **model_kwargs).to(device)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    start_epoch, best = 1, -1.0
+    if resume:
+        ckpt = load_checkpoint(latest, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        shuffle_gen.set_state(ckpt["shuffle_rng"])
+        start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", cfg.to_dict())
+    _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
+    log_path = run_dir / "log.csv"
+    log = _read_log(log_path, start_epoch - 1)
+
+    from .report import plot_training_curve
+
+    def payload(epoch: int) -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "config": cfg.to_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs, "epoch": epoch,
+                "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state()}
+
+    nan = float("nan")
+    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"epochs ({cfg.model})", unit="epoch",
+                  disable=not progress, initial=start_epoch - 1, total=cfg.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        stats = train_epoch(model, loss_fn, opt, train_ds, cfg, device, shuffle_gen, progress)
+        sched.step()
+        val = nan
+        if len(val_ds) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+            val = validate_dice(model, val_ds, cfg.t_max, device)
+        improved = not math.isnan(val) and val > best
+        if improved:
+            best = val
+        elif len(val_ds) == 0 and epoch == cfg.epochs:
+            improved = True  # no validation split: the last epoch is the "best"
+        row = {"epoch": epoch, "lr": lr, "policy_loss": nan, "value_loss": nan, "entropy": nan, "mean_reward": nan,
+               **stats, "val_dice": val, "seconds": time.perf_counter() - t0}
+        log.append({k: row[k] for k in LOG_FIELDS})
+        _write_log(log_path, log)
+        plot_training_curve(log_path, run_dir / "training_curve.png")
+        if improved:
+            save_checkpoint(run_dir / "checkpoint_best.pt", payload(epoch))
+        save_checkpoint(latest, payload(epoch))
+        epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}", val_dice=f"{val:.3f}")
+    save_checkpoint(run_dir / "checkpoint_final.pt", payload(cfg.epochs))
+    if not (run_dir / "checkpoint_best.pt").exists():
+        save_checkpoint(run_dir / "checkpoint_best.pt", payload(cfg.epochs))
+    if evaluate_test:
+        from .evaluate import evaluate_checkpoint, write_result
+
+        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
+                                     progress=progress)
+        if result["n"]:
+            write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
+    return run_dir
