@@ -3,7 +3,7 @@
     pixeldrl train --data DATA --model unet --preset small --epochs 20 --out runs/unet
 
 Everything but the model and the loss is PixelDRL-MG's: the same splits and input size
-(``data.load_splits``), the same epochs, batch size, Adam learning rate and step decay, the same
+(``protocol.load_dataset``, any layout), the same epochs, batch size, Adam learning rate and step decay, the same
 optional flips, validation Dice of the argmax mask every ``val_every`` epochs picking
 ``checkpoint_best.pt``, and the same test evaluation at the images' original size. The run folder
 holds the same files as ``train.py`` writes (``config.json``, ``splits.json``, ``log.csv``,
