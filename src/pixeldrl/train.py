@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -256,7 +257,11 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
                                 grad_hook=average_gradients)
         else:
             stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress, batches)
-        sched.step()
+        with warnings.catch_warnings():
+            # With asynchronous workers the steps happen in the workers' optimisers, which the
+            # scheduler cannot see; it still sets the learning rate they are sent each epoch.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            sched.step()
         if not main_rank:
             continue  # rank 0 validates and writes; the others wait for it at the next all-reduce
         val = float("nan")
