@@ -249,3 +249,18 @@ def test_table3_and_table4_rows(data, tmp_path, capsys):
     assert len(trains) == 1
     assert experiment_rows("table4", (2, 4))[0].key == "pixeldrl-k2"
     shutil.rmtree(out)
+
+
+def test_table4_on_volumes_uses_the_protocols_k_shot(tmp_path):
+    """Non-folder layouts (here MSD NIfTI) get k training slices through TrainConfig.k_shot."""
+    from synth_datasets import make_msd
+
+    from pixeldrl.protocol import load_dataset
+    from pixeldrl.reproduce import Row, Settings, run_config
+
+    data = make_msd(tmp_path / "Task02_Heart", n=4)
+    s = Settings(data=str(data), preset="small", image_size=16, epochs=1, seeds=1)
+    cfg = run_config(s, Row("unet", "U-Net", k_shot=3), seed=0, out=tmp_path / "rep")
+    assert cfg.k_shot == 3 and cfg.data == str(data)
+    splits = load_dataset(cfg)
+    assert len(splits["train"]) == 3

@@ -159,12 +159,18 @@ def k_shot_dataset(data: str | Path, k: int, seed: int, out: Path, split_seed: i
 
 def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     """The TrainConfig of one (row, seed) run: the preset's budget with the method swapped in."""
-    data = s.data
-    if row.k_shot:
+    from .layouts import detect_format
+
+    data, k_shot = s.data, None
+    if row.k_shot and detect_format(s.data) == "folder":
+        # 2-D folders: a k-image data set per seed (symlinks), so each seed draws its own k images.
         data = str(k_shot_dataset(s.data, row.k_shot, seed, out / "data" / f"k{row.k_shot}-seed{seed}"))
+    elif row.k_shot:
+        # Volumes, LGG, prepared stores: the protocol's own k-shot draw (seeded by the split seed).
+        k_shot = row.k_shot
     cfg = make_config(s.preset, model=row.model, data=data, epochs=s.epochs, image_size=s.image_size,
                       batch_size=s.batch_size, device=s.device, seed=seed, use_sam=row.use_sam,
-                      use_dilation=row.use_dilation)
+                      use_dilation=row.use_dilation, k_shot=k_shot)
     cfg.out = str(run_dir(out, row, cfg.epochs, seed))
     return cfg
 
