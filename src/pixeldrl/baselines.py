@@ -26,8 +26,6 @@ Two kinds of baseline:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -35,7 +33,7 @@ from . import env
 from .config import MODELS, PA3C_MODELS, SUPERVISED_MODELS  # noqa: F401  (re-exported)
 from .errors import InputError
 from .model import count_parameters
-from .pa3c import Agent, ReturnKernel
+from .pa3c import Agent
 
 # MONAI constructor arguments per U-Net variant (beyond spatial_dims / in / out channels).
 SUPERVISED: dict[str, dict] = {
@@ -143,16 +141,7 @@ class PixelRLAgent(Agent):
     and the same starting π(keep) (set through the policy output's bias, as ``Agent`` does)."""
 
     def __init__(self, in_channels: int = 1, kernel_size: int = 3, init_keep_prob: float = 0.95):
-        nn.Module.__init__(self)
-        if not 0 < init_keep_prob < 1:
-            raise ValueError(f"init_keep_prob must be in (0, 1), got {init_keep_prob}")
-        self.net = PixelRLNet(in_channels)
-        self.return_kernel = ReturnKernel(kernel_size)
-        with torch.no_grad():
-            bias = self.net.policy.out.bias
-            bias.zero_()
-            bias[env.KEEP] = math.log(init_keep_prob / (1 - init_keep_prob))
-        self._plain_execution()
+        super().__init__(None, kernel_size, init_keep_prob, net=PixelRLNet(in_channels))
 
 
 def build_agent(cfg) -> Agent:

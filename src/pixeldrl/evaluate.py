@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .checkpoint import agent_from_checkpoint
 from .data import find_pairs

@@ -64,9 +64,11 @@ class Agent(nn.Module):
     both actions' returns carry signal.
     """
 
-    def __init__(self, net_cfg: NetConfig, kernel_size: int = 3, init_keep_prob: float = 0.95):
+    def __init__(self, net_cfg: NetConfig | None, kernel_size: int = 3, init_keep_prob: float = 0.95,
+                 net: nn.Module | None = None):
         super().__init__()
-        self.net = PixelDRLNet(net_cfg)
+        # ``net``: another network with the same interface (X → logits, V; ``policy.out`` conv), e.g. PixelRL's.
+        self.net = net if net is not None else PixelDRLNet(net_cfg)
         self.return_kernel = ReturnKernel(kernel_size)
         if not 0 < init_keep_prob < 1:
             raise ValueError(f"init_keep_prob must be in (0, 1), got {init_keep_prob}")

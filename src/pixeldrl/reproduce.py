@@ -456,7 +456,7 @@ def reproduce(experiment: str, s: Settings) -> Path:
                   pivot_table(records, "DICE"), "", "BIoU per corruption:", "", pivot_table(records, "BIoU"), "",
                   "All metrics:", ""]
     lines += [markdown_table(records), ""]
-    lines += [f"Figures: `bars.png` (DICE and BIoU), `comparison.png` (the same test slices by each method"
+    lines += ["Figures: `bars.png` (DICE and BIoU), `comparison.png` (the same test slices by each method"
               + (f", corrupted with {corruption.name}" if corruption else "") + ").", "",
               f"Run folders: `{out / 'runs'}`. Wall time of this call: {time.perf_counter() - t0:.0f} s "
               "(finished runs are skipped)."]

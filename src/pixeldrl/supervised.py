@@ -26,12 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .baselines import Segmenter
-from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from .checkpoint import load_checkpoint, resolve_device
 from .config import SUPERVISED_MODELS, TrainConfig, validate
 from .data import SliceDataset
 from .protocol import load_dataset
 from .errors import InputError
-from .train import LOG_FIELDS, _flip, _read_log, _write_json, _write_log, batch_dice, default_run_dir, validate_dice
+from .train import (_flip, _read_log, _write_json, batch_dice, default_run_dir, finish_run, record_epoch,
+                    validate_dice)
 
 
 def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
@@ -99,17 +100,13 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "config.json", cfg.to_dict())
     _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
-    log_path = run_dir / "log.csv"
-    log = _read_log(log_path, start_epoch - 1)
-
-    from .report import plot_training_curve
+    log = _read_log(run_dir / "log.csv", start_epoch - 1)
 
     def payload(epoch: int) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg.to_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs, "epoch": epoch,
                 "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state()}
 
-    nan = float("nan")
     epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"epochs ({cfg.model})", unit="epoch",
                   disable=not progress, initial=start_epoch - 1, total=cfg.epochs)
     for epoch in epochs:
@@ -117,7 +114,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
         lr = opt.param_groups[0]["lr"]
         stats = train_epoch(model, loss_fn, opt, train_ds, cfg, device, shuffle_gen, progress)
         sched.step()
-        val = nan
+        val = float("nan")
         if len(val_ds) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
             val = validate_dice(model, val_ds, cfg.t_max, device)
         improved = not math.isnan(val) and val > best
@@ -125,23 +122,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
             best = val
         elif len(val_ds) == 0 and epoch == cfg.epochs:
             improved = True  # no validation split: the last epoch is the "best"
-        row = {"epoch": epoch, "lr": lr, "policy_loss": nan, "value_loss": nan, "entropy": nan, "mean_reward": nan,
-               **stats, "val_dice": val, "seconds": time.perf_counter() - t0}
-        log.append({k: row[k] for k in LOG_FIELDS})
-        _write_log(log_path, log)
-        plot_training_curve(log_path, run_dir / "training_curve.png")
-        if improved:
-            save_checkpoint(run_dir / "checkpoint_best.pt", payload(epoch))
-        save_checkpoint(latest, payload(epoch))
+        row = {"epoch": epoch, "lr": lr, **stats, "val_dice": val, "seconds": time.perf_counter() - t0}
+        record_epoch(run_dir, log, row, improved, payload(epoch))  # PA3C-only columns are NaN
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}", val_dice=f"{val:.3f}")
-    save_checkpoint(run_dir / "checkpoint_final.pt", payload(cfg.epochs))
-    if not (run_dir / "checkpoint_best.pt").exists():
-        save_checkpoint(run_dir / "checkpoint_best.pt", payload(cfg.epochs))
-    if evaluate_test:
-        from .evaluate import evaluate_checkpoint, write_result
-
-        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
-                                     progress=progress)
-        if result["n"]:
-            write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
-    return run_dir
+    return finish_run(run_dir, cfg, payload(cfg.epochs), evaluate_test, progress)

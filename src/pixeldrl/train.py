@@ -164,6 +164,33 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def record_epoch(run_dir: Path, log: list[dict], row: dict, improved: bool, payload: dict) -> None:
+    """Append the epoch's row to log.csv, redraw the curve, write checkpoint_latest (and _best)."""
+    from .report import plot_training_curve
+
+    log.append({k: row.get(k, float("nan")) for k in LOG_FIELDS})
+    _write_log(run_dir / "log.csv", log)
+    plot_training_curve(run_dir / "log.csv", run_dir / "training_curve.png")
+    if improved:
+        save_checkpoint(run_dir / "checkpoint_best.pt", payload)
+    save_checkpoint(run_dir / "checkpoint_latest.pt", payload)
+
+
+def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool) -> Path:
+    """checkpoint_final (and _best when validation never ran), then the test split's summary."""
+    save_checkpoint(run_dir / "checkpoint_final.pt", final_payload)
+    if not (run_dir / "checkpoint_best.pt").exists():
+        save_checkpoint(run_dir / "checkpoint_best.pt", final_payload)
+    if evaluate_test:
+        from .evaluate import evaluate_checkpoint, write_result
+
+        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
+                                     progress=progress)
+        if result["n"]:
+            write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
+    return run_dir
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluate_test: bool = True) -> Path:
     """Train PixelDRL-MG as configured; returns the run folder. See the module docstring.
 
@@ -192,7 +219,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     if not resume and latest.exists() and main_rank:
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
     splits = load_dataset(cfg, progress=progress)  # any layout; records the resolved format etc. in cfg
-    train_ds, val_ds = splits["train"], splits["val"]
+    train_ds = splits["train"]
     if train_ds.images.shape[1] != cfg.in_channels:
         cfg.in_channels = int(train_ds.images.shape[1])
 
@@ -228,15 +255,11 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
     main_rank = rank == 0
     progress = progress and main_rank
     train_ds, val_ds = splits["train"], splits["val"]
-    latest = run_dir / "checkpoint_latest.pt"
     if main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(run_dir / "config.json", cfg.to_dict())
         _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
-    log_path = run_dir / "log.csv"
-    log = _read_log(log_path, start_epoch - 1)
-
-    from .report import plot_training_curve
+    log = _read_log(run_dir / "log.csv", start_epoch - 1)
 
     def payload(epoch: int) -> dict:
         return {"model": agent.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -273,24 +296,9 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         elif len(val_ds) == 0 and epoch == cfg.epochs:
             improved = True  # no validation split: the last epoch is the "best"
         row = {"epoch": epoch, "lr": lr, **stats, "val_dice": val, "seconds": time.perf_counter() - t0}
-        log.append({k: row[k] for k in LOG_FIELDS})
-        _write_log(log_path, log)
-        plot_training_curve(log_path, run_dir / "training_curve.png")
-        if improved:
-            save_checkpoint(run_dir / "checkpoint_best.pt", payload(epoch))
-        save_checkpoint(latest, payload(epoch))
+        record_epoch(run_dir, log, row, improved, payload(epoch))
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}",
                            val_dice=f"{val:.3f}")
     if not main_rank:
         return run_dir
-    save_checkpoint(run_dir / "checkpoint_final.pt", payload(cfg.epochs))
-    if not (run_dir / "checkpoint_best.pt").exists():
-        save_checkpoint(run_dir / "checkpoint_best.pt", payload(cfg.epochs))
-    if evaluate_test:
-        from .evaluate import evaluate_checkpoint, write_result
-
-        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
-                                     progress=progress)
-        if result["n"]:
-            write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
-    return run_dir
+    return finish_run(run_dir, cfg, payload(cfg.epochs), evaluate_test, progress)
