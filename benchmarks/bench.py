@@ -31,7 +31,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from pixeldrl import env
 from pixeldrl.model import net_config
@@ -171,7 +170,7 @@ def main(argv=None) -> None:
 
     print(f"device: {device_name(device)} | torch {torch.__version__} | {a.size}x{a.size} | t_max {env.T_MAX} "
           f"| U-Net amp {unet_amp} | median of {a.repeats} after {a.warmup} warm-up")
-    header = f"| model | variant | batch | GFLOP/fwd/slice | train slices/s | infer slices/s | peak GiB | train TFLOP/s | infer TFLOP/s |"
+    header = "| model | variant | batch | GFLOP/fwd/slice | train slices/s | infer slices/s | peak GiB | train TFLOP/s | infer TFLOP/s |"
     print(header)
     print("|" + "---|" * 9)
     for b in a.batch_sizes:

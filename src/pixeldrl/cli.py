@@ -72,11 +72,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sam", action="store_true", help="ablation: no self-attention module")
     p.add_argument("--no-dilation", action="store_true", help="ablation: no dilated convolutions")
     p.add_argument("--augment", action="store_true", help="random flips of training slices (not in the paper)")
-    p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU)")
+    p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
     p.add_argument("--recompute", action="store_true", help="activation checkpointing: large batches fit")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the faster NHWC layout")
     p.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1)")
+    p.add_argument("--shards", type=int, help="split each batch over this many threads, same gradient (CPU; default 1)")
     p.add_argument("--out", default="", help="run folder (default runs/DATASET/PRESET/seedK)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
@@ -120,7 +121,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
                       augment=True if a.augment else None, amp=a.amp, compile=True if a.compile else None,
                       recompute=True if a.recompute else None,
-                      channels_last=False if a.no_channels_last else None, workers=a.workers,
+                      channels_last=False if a.no_channels_last else None, workers=a.workers, shards=a.shards,
                       format=a.format, labels=a.labels,
                       channels=a.channels, axis=a.axis, keep_empty=True if a.keep_empty else None,
                       modality=a.modality, ct_window=a.ct_window, split_level=a.split_level,

@@ -97,11 +97,14 @@ class TrainConfig:
     channels_last: bool = True
     """NHWC memory format for the network (faster convolutions on CPU and GPU)."""
     amp: str = "none"
-    """``bf16``: bfloat16 autocast of the forward passes (GPU); losses stay in float32."""
+    """``bf16``: bfloat16 autocast of the forward passes; losses stay in float32. GPU, or a CPU with
+    AVX512-BF16/AMX (there it runs in NCHW: oneDNN's channels-last bf16 weight gradient crashes)."""
     compile: bool = False
     """``torch.compile`` the network (pays on GPU after a compile pause; no gain measured on CPU)."""
     recompute: bool = False
     """Activation checkpointing of every step: ~t_max× less activation memory, ~⅓ more compute."""
+    shards: int = 1
+    """Split each batch into this many shards, each on its own thread (CPU; the same gradient, see ``parallel``)."""
     workers: int = 1
     """Asynchronous PA3C worker processes (Algorithm 1, Hogwild); 1 = the synchronous batched form."""
     # --- bookkeeping
@@ -158,6 +161,10 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.norm in ("group", "none"), f"norm must be group or none, got {cfg.norm!r}"),
         (cfg.amp in ("none", "bf16"), f"--amp must be none or bf16, got {cfg.amp!r}"),
         (cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}"),
+        (cfg.shards >= 1, f"--shards must be >= 1, got {cfg.shards}"),
+        (cfg.shards == 1 or cfg.workers == 1, "--shards and --workers cannot be combined; each worker has its own thread"),
+        (not (cfg.amp == "bf16" and cfg.compile and not cfg.device.startswith("cuda")),
+         "--compile with --amp bf16 crashes oneDNN on CPU (torch 2.13); pick one of them"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
         (cfg.axis in (0, 1, 2), f"--axis must be 0, 1 or 2, got {cfg.axis}"),
         (cfg.k_shot >= 0, f"--k-shot must be >= 0, got {cfg.k_shot}"),

@@ -91,7 +91,8 @@ class Agent(nn.Module):
         * ``channels_last`` — NHWC memory format; oneDNN/cuDNN convolutions run without layout
           reorders (the same numbers up to float rounding).
         * ``amp="bf16"`` — bfloat16 autocast of the forward pass; logits and values come back as
-          float32, and the returns and losses stay in float32.
+          float32, and the returns and losses stay in float32. On CPU (AVX512-BF16 or AMX) bf16
+          runs in NCHW whatever ``channels_last`` says, and cannot be combined with ``compile``.
         * ``compile`` — ``torch.compile`` of the network (pays on GPU; measured no gain on CPU).
         * ``recompute`` — activation checkpointing of each step's forward pass: the activations
           of the ``t_max`` steps are recomputed during backward instead of stored, so batches about
@@ -99,6 +100,14 @@ class Agent(nn.Module):
         """
         if amp not in ("none", "bf16"):
             raise ValueError(f"amp must be none or bf16, got {amp!r}")
+        on_cpu = next(self.parameters()).device.type == "cpu"
+        if on_cpu and amp == "bf16":
+            # oneDNN's bf16 weight-gradient kernel (torch 2.13) segfaults on some channels-last dilated
+            # convolutions (e.g. 24 → 8 channels, dilation 2 at 128²), and inductor's channels-last
+            # bf16 code hits the same kernel. bf16 on CPU therefore runs in NCHW and is never compiled.
+            if compile:
+                raise ValueError("compile with amp=bf16 is not supported on CPU (oneDNN crash); use one of them")
+            channels_last = False
         self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         self.recompute = recompute
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -121,9 +130,12 @@ class Agent(nn.Module):
         return self.forward_net(x)[1].squeeze(1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None,
-                             greedy: bool = False, generator: torch.Generator | None = None):
+                             greedy: bool = False, generator: torch.Generator | None = None,
+                             uniform: torch.Tensor | None = None):
         """Sample (or re-score, or take the argmax of) per-pixel actions.
 
+        Sampling draws one uniform per pixel from ``generator``, or takes them from ``uniform``
+        (B, H, W) when given (the rollout draws a whole episode's at once).
         Returns ``action`` (B, H, W) int64, ``log π(action|s)`` (B, H, W), entropy (B, H, W),
         ``V(s)`` (B, H, W) and ``π(keep|s)`` (B, H, W).
         """
@@ -134,8 +146,9 @@ class Agent(nn.Module):
             if greedy:
                 action = logits.argmax(dim=1)
             else:
-                u = torch.rand(p_keep.shape, device=p_keep.device, generator=generator)
-                action = (u < p_keep).long()  # Bernoulli(π(keep|s)) per pixel
+                if uniform is None:
+                    uniform = torch.rand(p_keep.shape, device=p_keep.device, generator=generator)
+                action = (uniform < p_keep).long()  # Bernoulli(π(keep|s)) per pixel
         logp_a = logp.gather(1, action.unsqueeze(1)).squeeze(1)
         entropy = -(logp.exp() * logp).sum(dim=1)
         return action, logp_a, entropy, value.squeeze(1), p_keep
@@ -154,9 +167,24 @@ class Rollout:
     final_mask: torch.Tensor  # m(t_max) (B, H, W)
 
 
+def draw_uniforms(images: torch.Tensor, t_max: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The uniforms (T, B, H, W) that sample an episode's actions on images (B, C, H, W).
+
+    One draw per episode (the same stream as T draws of (B, H, W)); drawing them up front keeps
+    the random-number generator out of the step loop and lets :func:`sharded_update` hand each
+    shard its slice, so a sharded batch samples exactly the actions of the whole batch.
+    """
+    b, _, h, w = images.shape
+    return torch.rand((t_max, b, h, w), device=images.device, generator=generator)
+
+
 def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = env.T_MAX,
-            generator: torch.Generator | None = None, bootstrap_value: bool = False) -> Rollout:
+            generator: torch.Generator | None = None, bootstrap_value: bool = False,
+            uniforms: torch.Tensor | None = None) -> Rollout:
     """Run ``t_max`` sampled steps from m(0) = 1 on images (B, C, H, W) with ground truth gt (B, H, W).
+
+    Actions are sampled with ``uniforms`` (T, B, H, W), drawn from ``generator`` when not given
+    (:func:`draw_uniforms`).
 
     ``bootstrap`` is R(t_max): 0 by default, because the episode ends at t_max and no reward can
     follow (PixelRL's code marks the last state terminal); ``bootstrap_value=True`` uses
@@ -173,9 +201,11 @@ def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = e
     values = images.new_empty(shape)
     rewards = images.new_empty(shape)
     alive = images.new_empty(shape)
+    if uniforms is None:
+        uniforms = draw_uniforms(images, t_max, generator)  # (T, B, H, W)
     mask = env.initial_mask(images)  # (B, H, W)
     for t in range(t_max):
-        action, logp_a, ent, value, _ = agent.get_action_and_value(env.observe(images, mask), generator=generator)
+        action, logp_a, ent, value, _ = agent.get_action_and_value(env.observe(images, mask), uniform=uniforms[t])
         new_mask = env.update_mask(mask, action)
         log_probs[t], entropies[t], values[t] = logp_a, ent, value
         rewards[t] = env.reward(mask, new_mask, gt)
@@ -233,3 +263,16 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
     entropy = (ro.entropies * weight).mean(dim=(1, 2, 3)).sum()
     total = policy + value_coef * value - entropy_beta * entropy
     return Losses(total, policy, value, entropy)
+
+
+def episode_losses(agent: Agent, images: torch.Tensor, gt: torch.Tensor, cfg, uniforms: torch.Tensor) -> tuple[Rollout, Losses]:
+    """One sampled episode on images (B, C, H, W) and its PA3C losses, with ``cfg``'s settings
+    (a :class:`~pixeldrl.config.TrainConfig`: t_max, γ, value and entropy weights, bootstrap, alive-only)."""
+    ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms)
+    return ro, pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only)
+
+
+def episode_stats(ro: Rollout, losses: Losses, t_max: int) -> torch.Tensor:
+    """(5,) what the training log keeps of an episode: total, policy and value loss, per-step entropy, mean reward."""
+    return torch.stack([losses.total, losses.policy, losses.value, losses.entropy / t_max,
+                        ro.rewards.mean()]).detach()

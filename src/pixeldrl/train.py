@@ -41,8 +41,8 @@ from .data import SliceDataset
 from .errors import InputError
 from .metrics import dice
 from .baselines import build_agent
-from .pa3c import Agent, pa3c_losses, rollout
-from .parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
+from .pa3c import Agent, draw_uniforms, episode_losses, episode_stats
+from .parallel import AsyncWorkers, ShardThreads, average_gradients, dist_env, init_distributed, shard_batches
 from .protocol import load_dataset
 from .predict import segment
 
@@ -89,26 +89,29 @@ STAT_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "mean_reward")
 
 
 def pa3c_update(agent: Agent, opt: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor,
-                cfg: TrainConfig, sample_gen: torch.Generator, grad_hook=None) -> tuple[list[float], list[float]]:
+                cfg: TrainConfig, sample_gen: torch.Generator, grad_hook=None,
+                shards: ShardThreads | None = None) -> tuple[list[float], list[float]]:
     """One PA3C update on a batch (B, C, S, S), (B, S, S): rollout, losses, backward, optimiser step.
 
     ``grad_hook(agent)`` runs between backward and the step: the asynchronous workers hand their
-    gradients to the shared parameters there, data-parallel ranks average theirs.
+    gradients to the shared parameters there, data-parallel ranks average theirs. ``shards`` runs
+    the batch as shards on threads (the same gradient; ``parallel.ShardThreads``).
     Returns the update's ``STAT_KEYS`` values and the sampled episodes' per-image Dice.
     """
-    ro = rollout(agent, images, masks, cfg.t_max, generator=sample_gen, bootstrap_value=cfg.bootstrap_value)
-    losses = pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only)
+    uniforms = draw_uniforms(images, cfg.t_max, sample_gen)  # (T, B, S, S): the episode's action samples
     agent.zero_grad(set_to_none=True)
-    losses.total.backward()
+    if shards is None:
+        ro, losses = episode_losses(agent, images, masks, cfg, uniforms)
+        losses.total.backward()
+        stats, final_mask = episode_stats(ro, losses, cfg.t_max), ro.final_mask
+    else:
+        stats, final_mask = shards.backward(agent, images, masks, uniforms, cfg)
     if grad_hook is not None:
         grad_hook(agent)
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
     opt.step()
-    # One host sync per update, for the log.
-    stats = torch.stack([losses.total, losses.policy, losses.value, losses.entropy / cfg.t_max,
-                         ro.rewards.mean()]).tolist()
-    return stats, batch_dice(ro.final_mask > 0, masks)
+    return stats.tolist(), batch_dice(final_mask > 0, masks)  # one host sync per update, for the log
 
 
 def epoch_batches(n: int, batch_size: int, shuffle_gen: torch.Generator) -> list[torch.Tensor]:
@@ -125,7 +128,8 @@ def summarize(stats: list[list[float]], dices: list[float]) -> dict:
 
 def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
                 device: torch.device, shuffle_gen: torch.Generator, sample_gen: torch.Generator,
-                progress: bool, batches: list[torch.Tensor] | None = None, grad_hook=None) -> dict:
+                progress: bool, batches: list[torch.Tensor] | None = None, grad_hook=None,
+                shards: ShardThreads | None = None) -> dict:
     """One pass over the training split; returns the epoch's mean losses, reward, entropy, Dice."""
     agent.train()
     batches = epoch_batches(len(ds), cfg.batch_size, shuffle_gen) if batches is None else batches
@@ -135,7 +139,7 @@ def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg:
         images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
         if cfg.augment:
             images, masks = _flip(images, masks, shuffle_gen)
-        s, d = pa3c_update(agent, opt, images.to(device), masks.to(device), cfg, sample_gen, grad_hook)
+        s, d = pa3c_update(agent, opt, images.to(device), masks.to(device), cfg, sample_gen, grad_hook, shards)
         stats.append(s)
         dices += d
         bar.set_postfix(loss=f"{s[0]:.3f}", dice=f"{np.mean(dices):.3f}")
@@ -240,18 +244,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         sample_gen.set_state(ckpt["sample_rng"].cpu())
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
     workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks) if cfg.workers > 1 else None
+    shards = ShardThreads(cfg.shards) if cfg.shards > 1 else None
     try:
         return _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch,
-                           best, workers, rank, world, progress, evaluate_test)
+                           best, workers, shards, rank, world, progress, evaluate_test)
     finally:
-        if workers is not None:
-            workers.close()
+        for pool in (workers, shards):
+            if pool is not None:
+                pool.close()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch, best,
-                workers, rank, world, progress, evaluate_test) -> Path:
+                workers, shards, rank, world, progress, evaluate_test) -> Path:
     main_rank = rank == 0
     progress = progress and main_rank
     train_ds, val_ds = splits["train"], splits["val"]
@@ -277,9 +283,10 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         elif world > 1:
             stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress,
                                 batches=shard_batches(batches, cfg.batch_size, rank, world),
-                                grad_hook=average_gradients)
+                                grad_hook=average_gradients, shards=shards)
         else:
-            stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress, batches)
+            stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress, batches,
+                                shards=shards)
         with warnings.catch_warnings():
             # With asynchronous workers the steps happen in the workers' optimisers, which the
             # scheduler cannot see; it still sets the learning rate they are sent each epoch.

@@ -1,0 +1,100 @@
+"""CPU seconds per demo epoch: the straightforward version against each fast path, one run.
+
+    python benchmarks/demo_epoch.py [--data DIR] [--epochs 3] [--variants plain cl bf16 shards2 ...]
+
+Trains the demo's configuration (``pixeldrl.demo.DEMO_TRAIN``: ``small`` preset, 128×128, batch 2)
+on the demo slices (written to DIR if missing) for a few epochs per variant and prints seconds per
+epoch from each run's ``log.csv`` (the first epoch, which holds process start-up and one-off
+allocation, is dropped) and the speed-up over ``plain``. Validation is switched off so the epoch is
+pure training. Variants run one after another; compare ratios within one table, since the machine
+may be shared.
+
+Variants (``VARIANTS`` below): ``plain`` is the straightforward version (NCHW, float32, one process
+with all threads); ``cl`` channels-last; ``bf16`` bfloat16 autocast; ``shardsN`` splits each batch
+into N shards on N threads (exact); ``workersN`` asynchronous Hogwild workers (changes the updates);
+``torchrunN`` N gloo ranks of one thread with the global batch kept at 2 (exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pixeldrl.config import make_config
+from pixeldrl.demo import DEMO_TRAIN
+from pixeldrl.demo_data import make_demo_dataset
+from pixeldrl.train import train
+
+# name → (TrainConfig overrides, torchrun ranks or 0). Everything not named is the demo's setting.
+VARIANTS: dict[str, tuple[dict, int]] = {
+    "plain": ({"channels_last": False}, 0),
+    "cl": ({}, 0),
+    "bf16": ({"amp": "bf16"}, 0),
+    "shards2": ({"shards": 2}, 0),
+    "shards2,bf16": ({"shards": 2, "amp": "bf16"}, 0),
+    "workers2": ({"workers": 2}, 0),
+    "workers2,bf16": ({"workers": 2, "amp": "bf16"}, 0),
+    "torchrun2,bf16": ({"amp": "bf16", "batch_size": 1}, 2),
+}
+
+
+def cpu_name() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def run_variant(name: str, data: str, epochs: int, tmp: Path) -> float:
+    """Seconds per epoch of one variant (mean over epochs after the first)."""
+    overrides, ranks = VARIANTS[name]
+    out = tmp / name
+    settings = {**DEMO_TRAIN, "epochs": epochs, "val_every": 1000, **overrides}
+    if ranks:
+        # The same command line behind torchrun; each rank gets one thread.
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+               "-m", "pixeldrl.cli", "train", "--data", data, "--preset", "small", "--out", str(out),
+               "--image-size", str(settings["image_size"]), "--epochs", str(epochs),
+               "--batch-size", str(settings["batch_size"]), "--lr", str(settings["lr"]),
+               "--val-every", "1000", "--amp", settings.get("amp", "none")]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    else:
+        cfg = make_config("small", data=data, out=str(out), **settings)
+        train(cfg, progress=False, evaluate_test=False)
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    secs = [float(r["seconds"]) for r in rows]
+    secs = secs[1:] if len(secs) > 1 else secs
+    return sum(secs) / len(secs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default="runs/demo_data")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per variant (the first is dropped)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    a = p.parse_args()
+    counts = make_demo_dataset(a.data, size=DEMO_TRAIN["image_size"])
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"{counts['train']} training slices, demo config, {a.epochs} epochs per row (first dropped)")
+    print("| variant | s per epoch | train slices/s | speed-up vs plain |")
+    print("|---|---:|---:|---:|")
+    base = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in a.variants:
+            sec = run_variant(name, a.data, a.epochs, Path(tmp))
+            base = sec if name == "plain" else base
+            ratio = f"{base / sec:.2f}×" if base else "–"
+            print(f"| {name} | {sec:.1f} | {counts['train'] / sec:.2f} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
