@@ -6,19 +6,12 @@
 # torch; wheels of missing packages (monai) may be put in .whl/, the demo data set in
 # runs/demo_data (python -c "from pixeldrl.demo_data import make_demo_dataset as m; m('runs/demo_data')").
 set -uo pipefail
-OUT=${OUT:-gpu_out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 DATA=${DATA:-runs/demo_data}
 EPOCHS=${EPOCHS:-15}
 LIMIT=${LIMIT:-250}   # seconds for all of it; unfinished experiments are left out of the tarball
 R=${R:-/tmp/repro}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__)" | tee -a "$OUT/gpu.txt"
+python3 -c "import monai; print('monai', monai.__version__)" | tee -a "$OUT/gpu.txt"
 C="--data $DATA --preset small --image-size 128 --batch-size 4 --epochs $EPOCHS --seeds 1 --device cuda"
 P="python3 -m pixeldrl.cli reproduce $C"
 start=$(date +%s)

@@ -33,14 +33,7 @@ CHECKPOINTS = ["checkpoint_best.pt", "checkpoint_latest.pt", "checkpoint_final.p
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # With several intra-op threads on a machine whose cores are busy, tiny convolutions spend
-    # their time spinning on each other (seconds per batch instead of milliseconds).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def disk_image(rng: np.random.Generator, shape=(SIZE, SIZE)) -> tuple[np.ndarray, np.ndarray]:

@@ -10,17 +10,14 @@ import pytest
 import torch
 
 from pixeldrl import env
-from pixeldrl.model import net_config
+from pixeldrl.config import make_config
+from pixeldrl.errors import InputError
+from pixeldrl.model import net_config, upsample
 from pixeldrl.pa3c import Agent, pa3c_losses, rollout
 from pixeldrl.predict import segment
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(b=2, size=24, seed=0):
@@ -75,6 +72,39 @@ def test_bf16_autocast_stays_close_and_returns_float32(reference):
     ro, losses, grads = loss_and_grads(fast, images, gt)
     assert ro.log_probs.dtype == torch.float32 and torch.isfinite(losses.total)
     assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_upsampling_through_channels_last_equals_the_nchw_kernel(dtype):
+    x = torch.randn(2, 16, 12, 12).to(dtype).requires_grad_()
+    g = torch.randn(2, 16, 24, 24).to(dtype)
+    ref = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False)
+    (ref_grad,) = torch.autograd.grad(ref, x, g)
+    out = upsample(x, (24, 24), via_channels_last=True)
+    (out_grad,) = torch.autograd.grad(out, x, g)
+    assert out.is_contiguous() and out_grad.is_contiguous()  # NCHW in, NCHW out
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(out_grad, ref_grad, **tol)
+
+
+def test_bf16_on_cpu_runs_nchw_and_survives_the_crashing_convolution():
+    """oneDNN's channels-last bf16 weight gradient segfaults on the small preset's 24 → 8 dilated conv
+    at 64² (torch 2.13); bf16 on CPU must therefore fall back to NCHW even when channels-last is asked."""
+    torch.manual_seed(0)
+    agent = Agent(net_config("small")).set_fast_paths(channels_last=True, amp="bf16")
+    assert all(p.is_contiguous() for p in agent.parameters())  # NCHW weights
+    assert agent.net.policy.upsample_via_channels_last and agent.net.value.upsample_via_channels_last
+    images, gt = make_batch(size=64)
+    _, losses, grads = loss_and_grads(agent, images, gt)
+    assert torch.isfinite(losses.total) and all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_compile_with_bf16_on_cpu_is_refused():
+    with pytest.raises(ValueError, match="compile"):
+        Agent(net_config("small")).set_fast_paths(amp="bf16", compile=True)
+    with pytest.raises(InputError, match="--compile with --amp bf16"):
+        make_config("small", data="x", amp="bf16", compile=True)
 
 
 def test_checkpoint_state_dict_keys_do_not_depend_on_fast_paths(reference):

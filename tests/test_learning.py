@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pixeldrl.config import make_config
@@ -38,15 +37,12 @@ def write_disks(root: Path, n: int, seed: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def learned(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("learning")
     write_disks(root / "data", n=64, seed=0)
     cfg = make_config("small", data=str(root / "data"), out=str(root / "run"), image_size=SIZE, epochs=16,
                       batch_size=8, lr=2e-3, lr_step=1000, seed=0)
     run = train(cfg, progress=False)
-    torch.set_num_threads(n)
     with open(run / "log.csv", newline="") as f:
         log = list(csv.DictReader(f))
     return run, log

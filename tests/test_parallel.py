@@ -24,12 +24,7 @@ from pixeldrl.parallel import AsyncWorkers, ShardThreads, average_gradients, sha
 from pixeldrl.train import epoch_batches, pa3c_update, train_epoch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_tensors(n=8, size=16, seed=0):

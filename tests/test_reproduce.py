@@ -28,12 +28,7 @@ from test_cli import RUN_FILES, make_dataset, run_cli
 TINY = ["--preset", "small", "--image-size", "64", "--batch-size", "4", "--epochs", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from pixeldrl.cli import main
 from synth_datasets import AFFINE, SHAPE, make_lgg, make_msd, make_nnunet, make_nnunet_png, make_paired
@@ -18,12 +17,7 @@ from synth_datasets import AFFINE, SHAPE, make_lgg, make_msd, make_nnunet, make_
 FAST = ["--preset", "small", "--epochs", "1", "--image-size", "16", "--batch-size", "4"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

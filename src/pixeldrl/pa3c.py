@@ -92,7 +92,8 @@ class Agent(nn.Module):
           reorders (the same numbers up to float rounding).
         * ``amp="bf16"`` — bfloat16 autocast of the forward pass; logits and values come back as
           float32, and the returns and losses stay in float32. On CPU (AVX512-BF16 or AMX) bf16
-          runs in NCHW whatever ``channels_last`` says, and cannot be combined with ``compile``.
+          runs in NCHW whatever ``channels_last`` says (the heads' upsampling goes through NHWC,
+          where PyTorch's CPU kernel is faster), and cannot be combined with ``compile``.
         * ``compile`` — ``torch.compile`` of the network (pays on GPU; measured no gain on CPU).
         * ``recompute`` — activation checkpointing of each step's forward pass: the activations
           of the ``t_max`` steps are recomputed during backward instead of stored, so batches about
@@ -108,6 +109,9 @@ class Agent(nn.Module):
             if compile:
                 raise ValueError("compile with amp=bf16 is not supported on CPU (oneDNN crash); use one of them")
             channels_last = False
+        for head in (self.net.policy, self.net.value):
+            # NCHW bf16 on CPU: the heads' bilinear upsampling is ~2× faster through NHWC (model.upsample).
+            head.upsample_via_channels_last = on_cpu and amp == "bf16"
         self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         self.recompute = recompute
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

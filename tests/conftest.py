@@ -1,0 +1,18 @@
+"""Shared test fixtures."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one intra-op thread, then restore the setting.
+
+    With several intra-op threads on a machine whose cores are busy (pytest, spawned workers),
+    tiny convolutions spend their time spinning on each other: seconds per batch instead of
+    milliseconds.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
