@@ -89,8 +89,8 @@ def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         agent.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise InputError(f"{path}: weights do not fit the stored architecture ({str(e).splitlines()[0][:200]})")
-    # channels-last: the same numbers, faster convolutions (float32; bf16 only where asked in training)
+    # channels-last on CPU: the same numbers, faster convolutions (float32; bf16 only where asked in training)
     agent = agent.to(device)
     if isinstance(agent, Agent):
-        agent.set_fast_paths(channels_last=True)
+        agent.set_fast_paths(channels_last=None)  # by device
     return agent.eval(), cfg

@@ -94,8 +94,8 @@ class TrainConfig:
     augment: bool = False
     """Random horizontal/vertical flips of training slices (chosen off: not in the paper)."""
     # --- speed (none of these changes what is computed; ``benchmarks/bench.py`` measures them)
-    channels_last: bool = True
-    """NHWC memory format for the network (faster convolutions on CPU and GPU)."""
+    channels_last: bool | None = None
+    """NHWC memory format for the network; None: by device (on for CPU, off for CUDA, see ``Agent.set_fast_paths``)."""
     amp: str = "none"
     """``bf16``: bfloat16 autocast of the forward passes; losses stay in float32. GPU, or a CPU with
     AVX512-BF16/AMX (there it runs in NCHW: oneDNN's channels-last bf16 weight gradient crashes)."""
