@@ -59,7 +59,11 @@ def main() -> None:
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # BATCH RECOMPUTE: run one update, print JSON
     a = p.parse_args()
     if a.child:
-        print(json.dumps(one_update(a.preset, a.size, int(a.child[0]), a.device, a.child[1] == "1")))
+        try:
+            r = one_update(a.preset, a.size, int(a.child[0]), a.device, a.child[1] == "1")
+        except torch.cuda.OutOfMemoryError:
+            r = {"peak_gib": float("nan"), "seconds": float("nan")}  # printed as "nan": did not fit
+        print(json.dumps(r))
         return
     print(f"{a.device} | torch {torch.__version__} | {a.preset} preset | {a.size}x{a.size} | one update per process")
     print("| batch | variant | peak GiB (update) | seconds | memory saved |")
@@ -72,7 +76,7 @@ def main() -> None:
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             plain = r["peak_gib"] if not rec else plain
-            saved = f"{plain / r['peak_gib']:.1f}×" if rec and r["peak_gib"] > 0 else "–"
+            saved = f"{plain / r['peak_gib']:.1f}×" if rec and r["peak_gib"] > 0 and plain == plain else "–"
             name = "recompute" if rec else "stored activations"
             print(f"| {b} | {name} | {r['peak_gib']:.2f} | {r['seconds']:.1f} | {saved} |", flush=True)
 
