@@ -350,6 +350,16 @@ def test_unknown_preset(tmp_path, capsys, command):
     assert_input_error(rc, err, "huge")
 
 
+@pytest.mark.parametrize("options,names", [(["--shards", "0"], "--shards"),
+                                           (["--shards", "2", "--workers", "2"], "--shards and --workers"),
+                                           (["--compile", "--amp", "bf16"], "--compile with --amp bf16")])
+def test_impossible_speed_options(tmp_path, capsys, options, names):
+    rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST,
+                         "--out", tmp_path / "run", *options)
+    assert_input_error(rc, err, names)
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------- bad input: predict
 
 
