@@ -32,7 +32,7 @@ from torch import nn
 from . import env
 from .config import MODELS, PA3C_MODELS, SUPERVISED_MODELS  # noqa: F401  (re-exported)
 from .errors import InputError
-from .model import count_parameters
+from .model import count_parameters, init_actor_critic
 from .pa3c import Agent
 
 # MONAI constructor arguments per U-Net variant (beyond spatial_dims / in / out channels).
@@ -124,12 +124,7 @@ class PixelRLNet(nn.Module):
         self.policy.out = nn.Conv2d(width, 2, 3, padding=1)
         self.value = nn.Sequential(conv(width, 3), conv(width, 2))
         self.value.out = nn.Conv2d(width, 1, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        for out in (self.policy.out, self.value.out):
-            nn.init.normal_(out.weight, std=0.01)
+        init_actor_critic(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(x)

@@ -215,6 +215,17 @@ class DilatedHead(nn.Module):
         return self.out(x)
 
 
+def init_actor_critic(net: nn.Module) -> None:
+    """He init for every conv of a policy/value network (``net.policy.out``, ``net.value.out``),
+    zero biases, and small output layers so both heads start near 0 (see ``PixelDRLNet._init_weights``)."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    for head_out in (net.policy.out, net.value.out):
+        nn.init.normal_(head_out.weight, std=0.01)
+
+
 class PixelDRLNet(nn.Module):
     """Shared trunk + SAM (θ_s), policy head (θ_p) and value head (θ_v), Eq. 16's shared gradient.
 
@@ -241,13 +252,7 @@ class PixelDRLNet(nn.Module):
         out independent of the input, so neither head can tell one pixel from another and PA3C
         collapses to a constant policy (measured on the demo data). He init keeps the signal's scale.
         """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        for head_out in (self.policy.out, self.value.out):
-            nn.init.normal_(head_out.weight, std=0.01)
-            nn.init.zeros_(head_out.bias)
+        init_actor_critic(self)
         if isinstance(self.sam, SelfAttention):  # SAM starts as the identity (see SelfAttention)
             nn.init.zeros_(self.sam.out.weight)
 

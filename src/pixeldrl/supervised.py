@@ -102,7 +102,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log = _read_log(run_dir / "log.csv", start_epoch - 1)
 
-    def payload(epoch: int) -> dict:
+    def payload(epoch: int, best: float) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg.to_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs, "epoch": epoch,
                 "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state()}
@@ -114,15 +114,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
         lr = opt.param_groups[0]["lr"]
         stats = train_epoch(model, loss_fn, opt, train_ds, cfg, device, shuffle_gen, progress)
         sched.step()
-        val = float("nan")
-        if len(val_ds) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-            val = validate_dice(model, val_ds, cfg.t_max, device)
-        improved = not math.isnan(val) and val > best
-        if improved:
-            best = val
-        elif len(val_ds) == 0 and epoch == cfg.epochs:
-            improved = True  # no validation split: the last epoch is the "best"
-        row = {"epoch": epoch, "lr": lr, **stats, "val_dice": val, "seconds": time.perf_counter() - t0}
-        record_epoch(run_dir, log, row, improved, payload(epoch))  # PA3C-only columns are NaN
+        best, val = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
+                                 lambda: validate_dice(model, val_ds, cfg.t_max, device), best, payload)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}", val_dice=f"{val:.3f}")
-    return finish_run(run_dir, cfg, payload(cfg.epochs), evaluate_test, progress)
+    return finish_run(run_dir, cfg, payload(cfg.epochs, best), evaluate_test, progress)

@@ -168,16 +168,35 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def record_epoch(run_dir: Path, log: list[dict], row: dict, improved: bool, payload: dict) -> None:
-    """Append the epoch's row to log.csv, redraw the curve, write checkpoint_latest (and _best)."""
+def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0: float, n_val: int,
+                 validate, best: float, payload) -> tuple[float, float]:
+    """Close an epoch: validate when due, append its row to log.csv, redraw the curve, write
+    checkpoint_latest (and checkpoint_best when validation improved). Returns (best, val Dice).
+
+    ``row`` holds the epoch, lr and training stats; ``validate()`` gives the val Dice;
+    ``payload(epoch, best)`` the checkpoint's contents. Without a validation split the last epoch
+    counts as the best.
+    """
     from .report import plot_training_curve
 
-    log.append({k: row.get(k, float("nan")) for k in LOG_FIELDS})
+    epoch = row["epoch"]
+    val = float("nan")
+    if n_val and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+        val = validate()
+    improved = not math.isnan(val) and val > best
+    if improved:
+        best = val
+    elif n_val == 0 and epoch == cfg.epochs:
+        improved = True
+    row = {**row, "val_dice": val, "seconds": time.perf_counter() - t0}
+    log.append({k: row.get(k, float("nan")) for k in LOG_FIELDS})  # PA3C-only columns are NaN for U-Nets
     _write_log(run_dir / "log.csv", log)
     plot_training_curve(run_dir / "log.csv", run_dir / "training_curve.png")
+    state = payload(epoch, best)
     if improved:
-        save_checkpoint(run_dir / "checkpoint_best.pt", payload)
-    save_checkpoint(run_dir / "checkpoint_latest.pt", payload)
+        save_checkpoint(run_dir / "checkpoint_best.pt", state)
+    save_checkpoint(run_dir / "checkpoint_latest.pt", state)
+    return best, val
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool) -> Path:
@@ -267,7 +286,7 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log = _read_log(run_dir / "log.csv", start_epoch - 1)
 
-    def payload(epoch: int) -> dict:
+    def payload(epoch: int, best: float) -> dict:
         return {"model": agent.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg.to_dict(), "net_config": cfg.net_config().to_dict(), "epoch": epoch,
                 "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state(), "sample_rng": sample_gen.get_state()}
@@ -294,18 +313,10 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
             sched.step()
         if not main_rank:
             continue  # rank 0 validates and writes; the others wait for it at the next all-reduce
-        val = float("nan")
-        if len(val_ds) and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-            val = validate_dice(agent, val_ds, cfg.t_max, device)
-        improved = not math.isnan(val) and val > best
-        if improved:
-            best = val
-        elif len(val_ds) == 0 and epoch == cfg.epochs:
-            improved = True  # no validation split: the last epoch is the "best"
-        row = {"epoch": epoch, "lr": lr, **stats, "val_dice": val, "seconds": time.perf_counter() - t0}
-        record_epoch(run_dir, log, row, improved, payload(epoch))
+        best, val = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
+                                 lambda: validate_dice(agent, val_ds, cfg.t_max, device), best, payload)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}",
                            val_dice=f"{val:.3f}")
     if not main_rank:
         return run_dir
-    return finish_run(run_dir, cfg, payload(cfg.epochs), evaluate_test, progress)
+    return finish_run(run_dir, cfg, payload(cfg.epochs, best), evaluate_test, progress)
