@@ -12,7 +12,8 @@ import torch
 from pixeldrl import env
 from pixeldrl.config import make_config
 from pixeldrl.errors import InputError
-from pixeldrl.model import net_config, upsample
+from pixeldrl.kernels import Conv2d, GroupNorm, upsample
+from pixeldrl.model import net_config
 from pixeldrl.pa3c import Agent, pa3c_losses, rollout
 from pixeldrl.predict import segment
 
@@ -60,9 +61,10 @@ def test_exact_fast_paths_match_the_straightforward_version(reference, option):
         torch.testing.assert_close(grads2[n], grads[n], rtol=1e-4, atol=1e-6, msg=n)
 
 
-def test_bf16_autocast_stays_close_and_returns_float32(reference):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_autocast_stays_close_and_returns_float32(reference, channels_last):
     agent, images, gt, *_ = reference
-    fast = copy.deepcopy(agent).set_fast_paths(amp="bf16")
+    fast = copy.deepcopy(agent).set_fast_paths(channels_last=channels_last, amp="bf16")
     with torch.no_grad():
         logits, value = agent.forward_net(images)
         logits16, value16 = fast.forward_net(images)
@@ -75,28 +77,79 @@ def test_bf16_autocast_stays_close_and_returns_float32(reference):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_upsampling_through_channels_last_equals_the_nchw_kernel(dtype):
-    x = torch.randn(2, 16, 12, 12).to(dtype).requires_grad_()
-    g = torch.randn(2, 16, 24, 24).to(dtype)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_upsampling_through_channels_last_equals_the_stock_kernel(dtype, layout):
+    x = torch.randn(2, 16, 12, 12).to(dtype).contiguous(memory_format=layout).requires_grad_()
+    g = torch.randn(2, 24, 24, 24).to(dtype).contiguous(memory_format=layout)[:, 4:20]  # a cat-backward slice
     ref = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False)
     (ref_grad,) = torch.autograd.grad(ref, x, g)
-    out = upsample(x, (24, 24), via_channels_last=True)
+    out = upsample(x, (24, 24), cpu_workaround=True)
     (out_grad,) = torch.autograd.grad(out, x, g)
-    assert out.is_contiguous() and out_grad.is_contiguous()  # NCHW in, NCHW out
+    assert out.is_contiguous(memory_format=layout) and out_grad.is_contiguous(memory_format=layout)
     tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(out, ref, **tol)
     torch.testing.assert_close(out_grad, ref_grad, **tol)
 
 
-def test_bf16_on_cpu_runs_nchw_and_survives_the_crashing_convolution():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_workaround_equals_the_stock_layer(dtype):
+    torch.manual_seed(0)
+    stock = torch.nn.GroupNorm(4, 8)
+    torch.nn.init.normal_(stock.weight)
+    torch.nn.init.normal_(stock.bias)
+    ours = GroupNorm(4, 8)
+    ours.load_state_dict(stock.state_dict())
+    ours.cpu_workaround = True
+    x = torch.randn(2, 8, 16, 16).to(dtype).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 8, 16, 16).to(dtype)
+    outs = []
+    for layer in (stock, ours):
+        layer.to(dtype).zero_grad()
+        xi = x.clone().requires_grad_()
+        y = layer(xi)
+        y.backward(g)
+        outs.append((y, xi.grad, layer.weight.grad, layer.bias.grad))
+    assert outs[1][0].is_contiguous(memory_format=torch.channels_last)  # layout kept for the next conv
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=5e-2)
+    for a, b in zip(outs[0], outs[1]):
+        torch.testing.assert_close(b, a, **tol)
+
+
+def test_bf16_conv_workaround_gives_autocasts_forward_and_float32_weight_gradients():
+    """Forward and input gradient as bf16 autocast computes them; weight and bias gradients in float32
+    from the same bf16 activations and output gradient (autocast would round them to bf16)."""
+    torch.manual_seed(0)
+    conv = Conv2d(24, 8, 3, padding=2, dilation=2).to(memory_format=torch.channels_last)
+    conv.cpu_workaround = True
+    x = torch.randn(2, 24, 20, 20).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(2, 8, 20, 20).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    y.backward(g)
+    assert y.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
+    # Reference in float64 on the same bf16 operands.
+    x64, w64 = x.detach().double().requires_grad_(), conv.weight.detach().bfloat16().double().requires_grad_()
+    b64 = conv.bias.detach().bfloat16().double().requires_grad_()
+    y64 = torch.nn.functional.conv2d(x64, w64, b64, padding=2, dilation=2)
+    y64.backward(g.double())
+    torch.testing.assert_close(y.double(), y64, rtol=1e-2, atol=2e-2)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-2, atol=2e-2)
+    # float32 weight gradient: far closer than a bf16 one could be (3 significant digits)
+    torch.testing.assert_close(conv.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(conv.bias.grad.double(), b64.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_bf16_channels_last_on_cpu_survives_the_crashing_weight_gradient():
     """oneDNN's channels-last bf16 weight gradient segfaults on the small preset's 24 → 8 dilated conv
-    at 64² (torch 2.13); bf16 on CPU must therefore fall back to NCHW even when channels-last is asked."""
+    at 64² (torch 2.13); the workaround conv never calls it, so a bf16 channels-last step completes."""
     torch.manual_seed(0)
     agent = Agent(net_config("small")).set_fast_paths(channels_last=True, amp="bf16")
-    assert all(p.is_contiguous() for p in agent.parameters())  # NCHW weights
-    assert agent.net.policy.upsample_via_channels_last and agent.net.value.upsample_via_channels_last
+    convs = [m for m in agent.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(isinstance(m, Conv2d) and m.cpu_workaround for m in convs)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     images, gt = make_batch(size=64)
-    _, losses, grads = loss_and_grads(agent, images, gt)
+    for _ in range(2):
+        _, losses, grads = loss_and_grads(agent, images, gt)
     assert torch.isfinite(losses.total) and all(torch.isfinite(g).all() for g in grads.values())
 
 

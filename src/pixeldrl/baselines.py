@@ -32,6 +32,7 @@ from torch import nn
 from . import env
 from .config import MODELS, PA3C_MODELS, SUPERVISED_MODELS  # noqa: F401  (re-exported)
 from .errors import InputError
+from .kernels import Conv2d  # nn.Conv2d that can avoid a crashing CPU bf16 kernel
 from .model import count_parameters, init_actor_critic
 from .pa3c import Agent
 
@@ -117,13 +118,13 @@ class PixelRLNet(nn.Module):
         super().__init__()
 
         def conv(c_in, d):
-            return nn.Sequential(nn.Conv2d(c_in, width, 3, padding=d, dilation=d), nn.ReLU(inplace=True))
+            return nn.Sequential(Conv2d(c_in, width, 3, padding=d, dilation=d), nn.ReLU(inplace=True))
 
         self.trunk = nn.Sequential(conv(in_channels, 1), conv(width, 2), conv(width, 3), conv(width, 4))
         self.policy = nn.Sequential(conv(width, 3), conv(width, 2))
-        self.policy.out = nn.Conv2d(width, 2, 3, padding=1)
+        self.policy.out = Conv2d(width, 2, 3, padding=1)
         self.value = nn.Sequential(conv(width, 3), conv(width, 2))
-        self.value.out = nn.Conv2d(width, 1, 3, padding=1)
+        self.value.out = Conv2d(width, 1, 3, padding=1)
         init_actor_critic(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import Conv2d, GroupNorm, upsample
+
 N_ACTIONS = 2
 """Actions per pixel: 0 = set to zero (background), 1 = do nothing (keep)."""
 
@@ -86,9 +88,9 @@ class ConvReLU(nn.Sequential):
     """3×3 convolution (dilation d, 'same' padding) [+ GroupNorm] + ReLU."""
 
     def __init__(self, c_in: int, c_out: int, dilation: int = 1, norm: str = "none"):
-        layers = [nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation)]
+        layers = [Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation)]
         if norm == "group":
-            layers.append(nn.GroupNorm(math.gcd(8, c_out), c_out))
+            layers.append(GroupNorm(math.gcd(8, c_out), c_out))
         elif norm != "none":
             raise ValueError(f"unknown norm {norm!r}; choose none or group")
         super().__init__(*layers, nn.ReLU(inplace=True))
@@ -131,10 +133,10 @@ class SelfAttention(nn.Module):
     def __init__(self, channels: int, reduction: int):
         super().__init__()
         inner = max(1, channels // reduction)
-        self.query = nn.Conv2d(channels, inner, 1)
-        self.key = nn.Conv2d(channels, inner, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
+        self.query = Conv2d(channels, inner, 1)
+        self.key = Conv2d(channels, inner, 1)
+        self.value = Conv2d(channels, channels, 1)
+        self.out = Conv2d(channels, channels, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -147,37 +149,6 @@ class SelfAttention(nn.Module):
         att = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
         att = att.transpose(1, 2).reshape(b, c, h, w)
         return f + self.out(att)
-
-
-class _BilinearViaChannelsLast(torch.autograd.Function):
-    """Bilinear resize (align_corners=False) of an NCHW tensor, computed in channels-last.
-
-    PyTorch's CPU bilinear kernels are 4–10× slower on NCHW than on NHWC tensors for the heads'
-    few-channel maps (measured at 1 thread, e.g. 16 channels 64² → 128²: 1.0 vs 0.24 ms forward),
-    and the NCHW layout is what bf16 on CPU must use (see ``Agent.set_fast_paths``). Forward and
-    backward both run in NHWC between two layout copies; the numbers are the NCHW kernel's.
-    Hand-written because autograd would otherwise run the backward on the NCHW gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        ctx.in_size = tuple(x.shape)
-        y = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
-                          align_corners=False)
-        return y.contiguous()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        g = torch.ops.aten.upsample_bilinear2d_backward(grad.contiguous(memory_format=torch.channels_last),
-                                                        list(grad.shape[-2:]), list(ctx.in_size), False)
-        return g.contiguous(), None
-
-
-def upsample(x: torch.Tensor, size: tuple[int, int], via_channels_last: bool = False) -> torch.Tensor:
-    """Bilinear resize of the heads' maps; ``via_channels_last`` takes the faster NHWC kernels for an NCHW CPU tensor."""
-    if via_channels_last and x.device.type == "cpu" and not x.is_contiguous(memory_format=torch.channels_last):
-        return _BilinearViaChannelsLast.apply(x, tuple(size))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class DilatedHead(nn.Module):
@@ -202,14 +173,14 @@ class DilatedHead(nn.Module):
             levels.append(nn.Sequential(*layers))
             c_prev = head_c
         self.levels = nn.ModuleList(levels)
-        self.out = nn.Conv2d(c_prev, n_out, 1)
-        self.upsample_via_channels_last = False  # an execution option (``Agent.set_fast_paths``), not architecture
+        self.out = Conv2d(c_prev, n_out, 1)
+        self.cpu_workaround = False  # an execution option (``kernels.set_cpu_workarounds``), not architecture
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = None
         for level, skip in zip(self.levels, feats[::-1]):
             if x is not None:
-                x = upsample(x, skip.shape[-2:], self.upsample_via_channels_last)
+                x = upsample(x, skip.shape[-2:], self.cpu_workaround)
                 skip = torch.cat([x, skip], dim=1)
             x = level(skip)
         return self.out(x)

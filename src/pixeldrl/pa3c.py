@@ -29,6 +29,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from . import env
+from .kernels import set_cpu_workarounds
 from .model import NetConfig, PixelDRLNet
 
 
@@ -82,6 +83,7 @@ class Agent(nn.Module):
         """Execution options of :meth:`set_fast_paths` at their straightforward values."""
         self.amp_dtype: torch.dtype | None = None
         self.recompute = False
+        set_cpu_workarounds(self.net, False)
         object.__setattr__(self, "_forward", self.net)  # not a submodule: keeps state_dict keys plain
 
     def set_fast_paths(self, channels_last: bool | None = False, amp: str = "none", compile: bool = False,
@@ -89,13 +91,15 @@ class Agent(nn.Module):
         """Faster execution of the same network (benchmarks/bench.py measures each).
 
         * ``channels_last`` — NHWC memory format; oneDNN convolutions run without layout reorders
-          (the same numbers up to float rounding). ``None`` picks by device: on for CPU (1.27× on
-          the demo epoch), off for CUDA, where the GroupNorm network runs slower in NHWC (H100,
-          paper preset, batch 2: 11.8 vs 16.6 training slices/s, 28 vs 54 inference slices/s).
+          (the same numbers up to float rounding). ``None`` picks by device: on for CPU, off for
+          CUDA, where the GroupNorm network runs slower in NHWC (H100, paper preset, batch 2: 11.8
+          vs 16.6 training slices/s, 28 vs 54 inference slices/s). On CPU it switches on the layer
+          workarounds of :mod:`pixeldrl.kernels` (NCHW GroupNorm kernel, channels-last resizing).
         * ``amp="bf16"`` — bfloat16 autocast of the forward pass; logits and values come back as
-          float32, and the returns and losses stay in float32. On CPU (AVX512-BF16 or AMX) bf16
-          runs in NCHW whatever ``channels_last`` says (the heads' upsampling goes through NHWC,
-          where PyTorch's CPU kernel is faster), and cannot be combined with ``compile``.
+          float32, and the returns and losses stay in float32. On CPU (fast with AVX512-BF16 or
+          AMX) the convolutions' weight gradients are computed in float32 (:mod:`pixeldrl.kernels`:
+          oneDNN's channels-last bf16 weight-gradient kernel crashes), and ``compile`` is refused
+          (inductor's channels-last bf16 code reaches the same kernel).
         * ``compile`` — ``torch.compile`` of the network (pays on GPU; measured no gain on CPU).
         * ``recompute`` — activation checkpointing of each step's forward pass: the activations
           of the ``t_max`` steps are recomputed during backward instead of stored, so batches about
@@ -106,16 +110,10 @@ class Agent(nn.Module):
         on_cpu = next(self.parameters()).device.type == "cpu"
         if channels_last is None:
             channels_last = on_cpu
-        if on_cpu and amp == "bf16":
-            # oneDNN's bf16 weight-gradient kernel (torch 2.13) segfaults on some channels-last dilated
-            # convolutions (e.g. 24 → 8 channels, dilation 2 at 128²), and inductor's channels-last
-            # bf16 code hits the same kernel. bf16 on CPU therefore runs in NCHW and is never compiled.
-            if compile:
-                raise ValueError("compile with amp=bf16 is not supported on CPU (oneDNN crash); use one of them")
-            channels_last = False
-        for head in (self.net.policy, self.net.value):
-            # NCHW bf16 on CPU: the heads' bilinear upsampling is ~2× faster through NHWC (model.upsample).
-            head.upsample_via_channels_last = on_cpu and amp == "bf16"
+        if on_cpu and amp == "bf16" and compile:
+            raise ValueError("compile with amp=bf16 is not supported on CPU (oneDNN crash); use one of them")
+        # The straightforward version (NCHW float32) keeps the stock kernels: it is the baseline.
+        set_cpu_workarounds(self.net, on_cpu and (channels_last or amp == "bf16"))
         self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         self.recompute = recompute
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
