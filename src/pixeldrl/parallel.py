@@ -16,8 +16,9 @@ Asynchronous workers (CPU, Hogwild)
     processes keeps its own copy of the network; for every batch it copies the global parameters
     (the "synchronise at the start of every episode" of Algorithm 1), rolls out an episode, computes
     the PA3C gradients on its copy and applies them to the global parameters with the shared Adam,
-    without locks. The main process deals each epoch's batches round-robin to the workers,
-    then validates and checkpoints as in the synchronous form. With one worker, the updates are
+    without locks. The main process queues each epoch's batches on one shared queue (a worker
+    takes the next batch when it is free, so a worker slowed by the machine takes fewer), waits
+    for all of them, then validates and checkpoints as in the synchronous form. With one worker, the updates are
     exactly those of the synchronous form on the same batches and seeds (worker r samples actions
     with seed + 1 + r; the synchronous form uses seed + 1). Workers share the machine's threads.
 
@@ -183,22 +184,18 @@ def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict]
             gp.grad = lp.grad
 
     while True:
-        job = jobs.get()
+        job = jobs.get()  # one batch at a time from the shared queue: a slowed worker takes fewer
         if job is None:
             return
-        lr, batches = job
+        lr, idx = job
         for g in opt.param_groups:
             g["lr"] = lr
-        stats, dices = [], []
-        for idx in batches:
-            local.load_state_dict(global_agent.state_dict())  # sync with the global parameters
-            x, y = images[idx].clone(), masks[idx].clone()
-            if cfg.augment:
-                x, y = _flip(x, y, flip_gen)
-            s, d = pa3c_update(local, opt, x, y, cfg, sample_gen, grad_hook=push_grads)
-            stats.append(s)
-            dices += d
-        results.put((rank, stats, dices))
+        local.load_state_dict(global_agent.state_dict())  # sync with the global parameters
+        x, y = images[idx].clone(), masks[idx].clone()
+        if cfg.augment:
+            x, y = _flip(x, y, flip_gen)
+        s, d = pa3c_update(local, opt, x, y, cfg, sample_gen, grad_hook=push_grads)
+        results.put((rank, s, d))
 
 
 class AsyncWorkers:
@@ -212,21 +209,20 @@ class AsyncWorkers:
         images, masks = images.share_memory_(), masks.share_memory_()
         threads = max(1, torch.get_num_threads() // self.n)
         ctx = mp.get_context("spawn")
-        self.jobs = [ctx.SimpleQueue() for _ in range(self.n)]
+        self.jobs = ctx.SimpleQueue()  # shared by all workers: whoever is free takes the next batch
         self.results = ctx.Queue()
         self.procs = [ctx.Process(target=_worker, args=(r, cfg, agent, states, images, masks, threads,
-                                                        self.jobs[r], self.results), daemon=True)
+                                                        self.jobs, self.results), daemon=True)
                       for r in range(self.n)]
         for proc in self.procs:
             proc.start()
 
     def run_epoch(self, batches: list[torch.Tensor], lr: float) -> tuple[list, list]:
-        """Deal the batches round-robin, wait for every worker; (stats, dices) of the epoch."""
-        for r in range(self.n):
-            self.jobs[r].put((lr, batches[r::self.n]))
+        """Queue the epoch's batches, wait for all of them; (stats, dices) of the epoch."""
+        for idx in batches:
+            self.jobs.put((lr, idx))
         stats, dices = [], []
-        got = 0
-        while got < self.n:
+        while len(stats) < len(batches):
             try:
                 _, s, d = self.results.get(timeout=5)
             except queue.Empty:
@@ -234,14 +230,13 @@ class AsyncWorkers:
                 if dead:
                     raise RuntimeError(f"asynchronous PA3C worker(s) {dead} died; see their error above")
                 continue
-            stats += s
+            stats.append(s)
             dices += d
-            got += 1
         return stats, dices
 
     def close(self) -> None:
-        for q in self.jobs:
-            q.put(None)
+        for _ in self.procs:
+            self.jobs.put(None)
         for proc in self.procs:
             proc.join(timeout=30)
             if proc.is_alive():
