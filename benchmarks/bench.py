@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import time
 
 import torch
+from machine import cpu_name
 
 from pixeldrl import env
 from pixeldrl.model import net_config
@@ -40,13 +40,7 @@ from pixeldrl.pa3c import Agent, pa3c_losses, rollout
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
 def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import time
 
 import torch
+from machine import cpu_name
 
 from pixeldrl.config import make_config
 from pixeldrl.demo import DEMO_TRAIN
@@ -35,13 +35,6 @@ PATHS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "bf16-nogn": (dict(channels_last=True, amp="bf16"), ("gn",)),
     "bf16": (dict(channels_last=True, amp="bf16"), ()),
 }
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def build(base: Agent, name: str) -> Agent:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from pixeldrl.config import make_config
 from pixeldrl.demo import DEMO_TRAIN
@@ -46,13 +46,6 @@ VARIANTS: dict[str, tuple[dict, int]] = {
     "workers2,bf16": ({"workers": 2, "amp": "bf16"}, 0),
     "torchrun2,bf16": ({"amp": "bf16", "batch_size": 1}, 2),
 }
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def run_variant(name: str, data: str, epochs: int, tmp: Path) -> float:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from pixeldrl.config import make_config
 from pixeldrl.demo import DEMO_TRAIN
@@ -41,7 +41,7 @@ def main() -> None:
     run = train(cfg, progress=False)
     wall = time.time() - t0
     mean = json.load(open(run / "summary.json"))["mean"]
-    line = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
+    line = (f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
             f"workers={a.workers} shards={a.shards} amp={a.amp}: wall {wall:.0f} s")
     print(line)
     print(json.dumps(mean, indent=1))

@@ -13,7 +13,6 @@ both cases). Prints slices/s for both, the one-time cost of ``prepare``, and the
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,22 +21,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from machine import cpu_name
 from pixeldrl.config import TrainConfig
 from pixeldrl.prepare import prepare
 from pixeldrl.protocol import Protocol, load_dataset
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def make_dataset(root: Path, n: int, size: int, depth: int, seed: int = 0) -> None:
