@@ -46,6 +46,9 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     cfg = make_config("small", data=str(data_dir), out=str(run_dir), device=device,
                       **{**DEMO_TRAIN, **({"epochs": epochs} if epochs else {})})
     resume = (run_dir / "checkpoint_latest.pt").exists()
+    if resume:  # say so: a finished run takes seconds, which would otherwise look like a broken demo
+        print(f"{run_dir}: holds a run; continuing it (a finished one is only evaluated and redrawn; "
+              "another --out trains anew)")
     train(cfg, resume=resume, progress=progress)
     result = json.loads((run_dir / "summary.json").read_text())
     print(format_table(result))
