@@ -3,21 +3,23 @@
 Execution only: each layer computes what its ``torch.nn`` parent computes (same parameters, same
 ``state_dict`` keys) and behaves exactly like it until :func:`set_cpu_workarounds` switches the
 workaround on (``Agent.set_fast_paths`` does, for channels-last or bf16 on CPU). All measurements
-below: 1 thread of an AMD EPYC (AVX512-BF16), torch 2.13.0+cpu, forward + backward, batch 1.
+below: 1 thread of an AMD EPYC (AVX512-BF16), torch 2.13.0+cpu, forward + backward, batch 1
+(``benchmarks/cpu_layers.py``; ``benchmarks/cpu_update.py`` gives what each buys per PA3C update).
 
-* :class:`GroupNorm` — PyTorch's channels-last CPU GroupNorm is 5–28× slower than its NCHW kernel
-  on the network's few-channel maps (8 channels at 128²: fp32 1.35 vs 0.24 ms, bf16 6.6 vs 0.24 ms);
-  a channels-last input runs the NCHW kernel between two layout copies.
-* :class:`Conv2d` — oneDNN's channels-last **bf16 weight-gradient** kernel segfaults on many small
-  shapes (e.g. 24 → 8 channels, dilation 2, at 64²; a randomised sweep of 3×3/1×1 shapes crashes
-  within 75 draws, while the forward and input-gradient kernels ran 7,040 draws clean).
-  Under bf16 autocast a channels-last conv runs forward and input gradient in bf16 channels-last
-  (2–4× faster than bf16 NCHW on these shapes, e.g. 8 → 8 at 128²: 0.94 vs 3.54 ms) and computes
-  the weight and bias gradients in float32 channels-last, a kernel that does not crash — and, unlike
-  autocast's bf16 weight gradient, does not round it to bf16.
-* :func:`upsample` — PyTorch's bilinear CPU kernels are 4–10× slower on NCHW than on NHWC tensors
-  here, and its backward falls to a slow strided path when the incoming gradient is a channel slice
-  (what ``torch.cat``'s backward hands it); the resize always runs on channels-last tensors.
+* :class:`GroupNorm` — PyTorch's channels-last CPU GroupNorm is far slower than its NCHW kernel on
+  the network's few-channel maps (bf16, 8 channels at 128²: 6.2 vs 0.24 ms; fp32: 1.4 vs 0.21 ms);
+  a channels-last input runs the NCHW kernel between two layout copies (bf16: 0.74 ms).
+* :class:`Conv2d` — oneDNN's channels-last **bf16 weight-gradient** kernel segfaults on small
+  dilated shapes (``benchmarks/onednn_sweep.py``: it crashed in every seed of a randomised sweep of
+  small 3×3/1×1 shapes, while the bf16 forward and input-gradient kernels and the float32
+  channels-last weight gradient ran every draw clean). Under bf16 autocast a channels-last conv
+  runs forward and input gradient in bf16 channels-last (faster than bf16 NCHW at the full- and
+  half-resolution layers that dominate, e.g. 8 → 8 at 128²: 1.3 vs 3.2 ms) and computes the weight
+  and bias gradients in float32 channels-last — a kernel that does not crash and, unlike
+  autocast's bf16 weight gradient, does not round the gradient to bf16.
+* :func:`upsample` — PyTorch's bilinear CPU backward falls to a slow strided path when the incoming
+  gradient is a channel slice (what ``torch.cat``'s backward hands it); the resize runs on
+  channels-last tensors with a dense gradient (16 channels 64² → 128²: 1.4 vs 0.47 ms).
 
 Written by hand because these are kernel-selection problems of PyTorch's CPU build, not layers any
 library offers; they are gated to CPU tensors, so CUDA runs the stock modules.
