@@ -177,7 +177,7 @@ def draw_uniforms(images: torch.Tensor, t_max: int, generator: torch.Generator |
     """The uniforms (T, B, H, W) that sample an episode's actions on images (B, C, H, W).
 
     One draw per episode (the same stream as T draws of (B, H, W)); drawing them up front keeps
-    the random-number generator out of the step loop and lets :func:`sharded_update` hand each
+    the random-number generator out of the step loop and lets ``parallel.ShardThreads`` hand each
     shard its slice, so a sharded batch samples exactly the actions of the whole batch.
     """
     b, _, h, w = images.shape

@@ -18,9 +18,10 @@ Asynchronous workers (CPU, Hogwild)
     the PA3C gradients on its copy and applies them to the global parameters with the shared Adam,
     without locks. The main process queues each epoch's batches on one shared queue (a worker
     takes the next batch when it is free, so a worker slowed by the machine takes fewer), waits
-    for all of them, then validates and checkpoints as in the synchronous form. With one worker, the updates are
-    exactly those of the synchronous form on the same batches and seeds (worker r samples actions
-    with seed + 1 + r; the synchronous form uses seed + 1). Workers share the machine's threads.
+    for all of them, then validates and checkpoints as in the synchronous form. With one worker,
+    the updates are exactly those of the synchronous form on the same batches and seeds (worker r
+    samples actions with seed + 1 + r; the synchronous form uses seed + 1). Workers share the
+    machine's threads.
 
 Data parallel (``torchrun``)
     ``torchrun --nproc-per-node G -m pixeldrl.cli train …``: every rank rolls out ``--batch-size``
@@ -195,7 +196,7 @@ def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict]
         if cfg.augment:
             x, y = _flip(x, y, flip_gen)
         s, d = pa3c_update(local, opt, x, y, cfg, sample_gen, grad_hook=push_grads)
-        results.put((rank, s, d))
+        results.put((s, d))
 
 
 class AsyncWorkers:
@@ -224,7 +225,7 @@ class AsyncWorkers:
         stats, dices = [], []
         while len(stats) < len(batches):
             try:
-                _, s, d = self.results.get(timeout=5)
+                s, d = self.results.get(timeout=5)
             except queue.Empty:
                 dead = [r for r, proc in enumerate(self.procs) if not proc.is_alive()]
                 if dead:
