@@ -6,7 +6,8 @@ import torch
 
 from pixeldrl import env
 from pixeldrl.model import net_config
-from pixeldrl.pa3c import Agent, ReturnKernel, Rollout, nstep_returns, pa3c_losses, rollout
+from pixeldrl.config import make_config
+from pixeldrl.pa3c import Agent, ReturnKernel, Rollout, nstep_returns, one_step_returns, pa3c_losses, rollout
 
 
 def naive_returns(rewards, bootstrap, gamma, w):
@@ -45,9 +46,9 @@ def test_identity_kernel_gives_plain_nstep_returns():
 def test_returns_with_learned_kernel_match_naive_loop():
     g = torch.Generator().manual_seed(0)
     for k in (3, 5):
-        kernel = ReturnKernel(k)
+        kernel = ReturnKernel(k, "learned")
         with torch.no_grad():
-            kernel.weight.copy_(torch.rand(1, 1, k, k, generator=g) - 0.3)
+            kernel.logits.copy_(torch.randn(1, 1, k, k, generator=g))
         rewards = torch.randint(-1, 2, (4, 2, 6, 5), generator=g).float()
         boot = torch.randn(2, 6, 5, generator=g)
         fast = nstep_returns(rewards, boot, 0.95, kernel)
@@ -125,3 +126,104 @@ def test_init_keep_prob_sets_starting_policy():
         _, _, _, _, p_keep = agent.get_action_and_value(torch.zeros(1, 1, 16, 16))
     # zero input: only biases act; the policy output bias alone gives 0.95 on top of small conv terms
     assert 0.85 < p_keep.mean().item() < 0.99
+
+
+def test_one_step_returns_use_the_next_states_values_as_a_detached_target():
+    # T=3, one pixel: R(t) = r(t) + γ V(s(t+1)), V(s(3)) = bootstrap
+    r = torch.tensor([1.0, 0.0, -1.0]).reshape(3, 1, 1, 1)
+    v = torch.tensor([0.3, 0.6, 0.9]).reshape(3, 1, 1, 1).requires_grad_()
+    R = one_step_returns(r, v, torch.tensor([2.0]).reshape(1, 1, 1), 0.5, ReturnKernel(3))
+    assert torch.allclose(R.flatten(), torch.tensor([1 + 0.5 * 0.6, 0 + 0.5 * 0.9, -1 + 0.5 * 2.0]))
+    assert not R.requires_grad  # the delta kernel has nothing to learn and V is a target
+
+
+def test_one_step_returns_with_a_learned_kernel_weight_the_neighbours_values():
+    g = torch.Generator().manual_seed(0)
+    kernel = ReturnKernel(3, "learned")
+    with torch.no_grad():
+        kernel.logits.copy_(torch.randn(1, 1, 3, 3, generator=g))
+    r = torch.randint(-1, 2, (3, 2, 5, 4), generator=g).float()
+    v = torch.randn(3, 2, 5, 4, generator=g)
+    boot = torch.randn(2, 5, 4, generator=g)
+    R = one_step_returns(r, v, boot, 0.9, kernel)
+    nxt = torch.cat([v[1:], boot[None]])
+    w = kernel.weight[0, 0].detach()
+    for t in range(3):  # T=1 naive Eq. 8 per step: r(t) + γ Σ_j w_{i−j} V_j(t+1)
+        slow = naive_returns(r[t:t + 1], nxt[t], 0.9, w)[0]
+        assert torch.allclose(R[t], slow, atol=1e-5)
+
+
+def test_learned_kernel_stays_a_convex_combination_under_the_value_loss():
+    """The free kernel of Eq. 8 shrank its own target (weights' sum 1 → ≈ 0.1 in 400 updates);
+    the normalised one can only redistribute its weight between neighbours."""
+    torch.manual_seed(0)
+    cfg = make_config("small", data="x", image_size=16, kernel="learned", returns="multi_step", lr=0.05)
+    agent = Agent(cfg.net_config(), 3, kernel_mode="learned")
+    opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    images = torch.rand(2, 1, 16, 16)
+    gt = (images[:, 0] > 0.5).float()
+    before = agent.return_kernel.weight.detach().clone()
+    for i in range(30):
+        ro = rollout(agent, images, gt, t_max=4, generator=torch.Generator().manual_seed(i))
+        loss = pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta,
+                           returns=cfg.returns).value
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w = agent.return_kernel.weight.detach()
+    assert not torch.allclose(w, before, atol=1e-3)  # it is learned
+    assert math.isclose(w.sum().item(), 1.0, rel_tol=1e-5) and torch.all(w >= 0)
+
+
+def test_delta_kernel_is_not_trained_and_old_checkpoints_load():
+    agent = Agent(net_config("small"), 3)
+    assert not any(n.startswith("return_kernel") for n, _ in agent.named_parameters())
+    state = agent.state_dict()
+    old = {k: v for k, v in state.items() if not k.startswith("return_kernel")}
+    old["return_kernel.weight"] = torch.rand(1, 1, 3, 3)  # a free kernel, as checkpoints stored it before
+    agent.load_state_dict(old)
+    r = torch.randn(1, 4, 4)
+    assert torch.equal(agent.return_kernel(r), r)
+
+
+def test_all_actions_policy_gradient_on_hand_made_numbers():
+    # T=1, two alive pixels: background (G=0) and foreground (G=1); π(keep) = 0.5; V = 0.2;
+    # Q(zero) = 1 − 2G (Eq. 12, the pixel's episode ends), Q(keep) = γ·V(s(1)) = γ·bootstrap = 0.
+    p_keep = torch.full((1, 1, 1, 2), 0.5, requires_grad=True)
+    ro = Rollout(log_probs=torch.zeros(1, 1, 1, 2), entropies=torch.zeros(1, 1, 1, 2),
+                 values=torch.full((1, 1, 1, 2), 0.2), alive=torch.ones(1, 1, 1, 2),
+                 rewards=torch.zeros(1, 1, 1, 2), bootstrap=torch.zeros(1, 1, 2), final_mask=torch.ones(1, 1, 2),
+                 p_keep=p_keep, gt=torch.tensor([[[0.0, 1.0]]]))
+    L = pa3c_losses(ro, ReturnKernel(1), gamma=0.5, value_coef=0.5, entropy_beta=0.0,
+                    policy_gradient="all_actions")
+    # −mean_i [p (Q_keep − V) + (1 − p)(Q_zero − V)] = −[(0.5·−0.2 + 0.5·0.8) + (0.5·−0.2 + 0.5·−1.2)] / 2
+    assert math.isclose(L.policy.item(), -((-0.1 + 0.4) + (-0.1 - 0.6)) / 2, rel_tol=1e-6)
+    L.policy.backward()
+    # d/dp = −(Q_keep − Q_zero)/2: background pushes π(keep) down, foreground up
+    assert torch.allclose(p_keep.grad.flatten(), torch.tensor([0.5, -0.5]))
+
+
+def test_back_propagating_through_some_steps_gives_those_steps_weighted_gradient():
+    """grad_steps: the steps without a graph change nothing but which terms carry gradients."""
+    from pixeldrl.pa3c import draw_grad_steps, draw_uniforms
+
+    torch.manual_seed(0)
+    agent = Agent(net_config("small"), 3)
+    images = torch.rand(2, 1, 16, 16)
+    gt = (images[:, 0] > 0.5).float()
+    uniforms = draw_uniforms(images, 5, torch.Generator().manual_seed(3))
+    chosen = draw_grad_steps(5, 2, torch.Generator().manual_seed(4))
+    assert chosen.sum() == 2 and draw_grad_steps(5, 0) is None and draw_grad_steps(5, 5) is None
+    params = list(agent.parameters())
+
+    full = rollout(agent, images, gt, 5, uniforms=uniforms)
+    full.step_weight = chosen.float() * 5 / 2  # the same weighting, on a rollout that kept every graph
+    ref = pa3c_losses(full, agent.return_kernel, 0.95, 0.5, 0.01)
+    ref_grads = torch.autograd.grad(ref.total, params)
+
+    part = rollout(agent, images, gt, 5, uniforms=uniforms, grad_steps=chosen)
+    assert torch.equal(part.final_mask, full.final_mask)
+    got = pa3c_losses(part, agent.return_kernel, 0.95, 0.5, 0.01)
+    assert torch.allclose(got.total, ref.total)
+    for a, b in zip(torch.autograd.grad(got.total, params), ref_grads):
+        assert torch.allclose(a, b, atol=1e-6)

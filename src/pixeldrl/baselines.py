@@ -33,7 +33,7 @@ from . import env
 from .config import MODELS, PA3C_MODELS, SUPERVISED_MODELS  # noqa: F401  (re-exported)
 from .errors import InputError
 from .kernels import Conv2d  # nn.Conv2d that can avoid a crashing CPU bf16 kernel
-from .model import count_parameters, init_actor_critic
+from .model import HEAD_INIT_STD, count_parameters, init_actor_critic
 from .pa3c import Agent
 
 # MONAI constructor arguments per U-Net variant (beyond spatial_dims / in / out channels).
@@ -136,17 +136,23 @@ class PixelRLAgent(Agent):
     """``pa3c.Agent`` with :class:`PixelRLNet` instead of PixelDRL-MG's network; same return kernel
     and the same starting π(keep) (set through the policy output's bias, as ``Agent`` does)."""
 
-    def __init__(self, in_channels: int = 1, kernel_size: int = 3, init_keep_prob: float = 0.95):
-        super().__init__(None, kernel_size, init_keep_prob, net=PixelRLNet(in_channels))
+    def __init__(self, in_channels: int = 1, kernel_size: int = 3, init_keep_prob: float | None = None,
+                 kernel_mode: str = "delta"):
+        super().__init__(None, kernel_size, init_keep_prob, net=PixelRLNet(in_channels), kernel_mode=kernel_mode)
 
 
 def build_agent(cfg) -> Agent:
     """The PA3C agent a TrainConfig asks for: PixelDRL-MG (``pixeldrl``) or PixelRL (``pixelrl``)."""
     if cfg.model == "pixelrl":
-        return PixelRLAgent(cfg.in_channels, cfg.kernel_size, cfg.init_keep_prob)
-    if cfg.model == "pixeldrl":
-        return Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
-    raise InputError(f"--model {cfg.model}: not a PA3C model; choose one of {', '.join(PA3C_MODELS)}")
+        agent = PixelRLAgent(cfg.in_channels, cfg.kernel_size, cfg.init_keep_prob, cfg.kernel)
+    elif cfg.model == "pixeldrl":
+        agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob, kernel_mode=cfg.kernel)
+    else:
+        raise InputError(f"--model {cfg.model}: not a PA3C model; choose one of {', '.join(PA3C_MODELS)}")
+    if cfg.head_init_std != HEAD_INIT_STD:
+        for out in (agent.net.policy.out, agent.net.value.out):
+            torch.nn.init.normal_(out.weight, std=cfg.head_init_std)
+    return agent
 
 
 def build_model(name: str, in_channels: int = 1, image_size: int | None = None, cfg=None) -> nn.Module:

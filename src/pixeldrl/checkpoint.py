@@ -72,14 +72,17 @@ def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     stored ``net_config``; for the baselines from the stored ``model_name`` / ``model_kwargs``
     (``baselines.py``): a PixelRL agent, or a ``baselines.Segmenter`` whose one-shot ``segment``
     ``predict.segment`` calls. Either way the result plugs into ``predict`` and ``evaluate``.
+    The returned config's ``infer_steps`` is the number of greedy steps to run.
     """
     # Check the device first: otherwise torch.load's failure to map onto it reads as a corrupt file.
     device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = TrainConfig.from_dict(ckpt["config"])
+    # The greedy steps this checkpoint's model was validated at (t_max for checkpoints without them).
+    cfg.infer_steps = int(ckpt.get("infer_steps") or cfg.infer_steps or cfg.t_max)
     name = ckpt.get("model_name", cfg.model)
     if name == "pixeldrl":
-        agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size)
+        agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size, kernel_mode=cfg.kernel)
     else:
         from .baselines import build_model, check_model
 

@@ -72,6 +72,23 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sam", action="store_true", help="ablation: no self-attention module")
     p.add_argument("--no-dilation", action="store_true", help="ablation: no dilated convolutions")
     p.add_argument("--augment", action="store_true", help="random flips of training slices (not in the paper)")
+    r = p.add_argument_group("PA3C recipe (defaults: README, \"Training recipe\")")
+    r.add_argument("--returns", choices=["one_step", "multi_step"],
+                   help="Eq. 8: one-step r + γ·w∗V(s(t+1)) (default) or PixelRL's multi-step r + γ·w∗R(t+1)")
+    r.add_argument("--kernel", choices=["delta", "learned"],
+                   help="Eq. 8's neighbour kernel w: fixed identity (default) or normalised and learned")
+    r.add_argument("--policy-gradient", choices=["sampled", "all_actions"],
+                   help="policy loss on the sampled action (A3C) or on both actions' known outcomes")
+    r.add_argument("--alive-only", action="store_true",
+                   help="average the policy/entropy terms over still-unzeroed pixels only")
+    r.add_argument("--init-keep-prob", type=float, help="start the policy at this π(keep) (default: network init)")
+    r.add_argument("--gamma", type=float, help="discount γ (default 0.95, the paper's)")
+    r.add_argument("--entropy-beta", type=float, help="entropy bonus β (default 0.01)")
+    r.add_argument("--grad-clip", type=float, help="clip the gradient norm to this, 0 = off (default 5)")
+    r.add_argument("--grad-steps", type=int,
+                   help="back-propagate through K random steps of each episode, the rest without a graph (0 = all)")
+    r.add_argument("--infer-steps", type=int,
+                   help="greedy steps at inference: 0 = the step validation scores best (default), k = always k")
     p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
     p.add_argument("--recompute", action="store_true", help="activation checkpointing: large batches fit")
@@ -125,7 +142,11 @@ def cmd_train(a: argparse.Namespace) -> int:
                       format=a.format, labels=a.labels,
                       channels=a.channels, axis=a.axis, keep_empty=True if a.keep_empty else None,
                       modality=a.modality, ct_window=a.ct_window, split_level=a.split_level,
-                      split_seed=a.split_seed, k_shot=a.k_shot)
+                      split_seed=a.split_seed, k_shot=a.k_shot, returns=a.returns, kernel=a.kernel,
+                      policy_gradient=a.policy_gradient, alive_only=True if a.alive_only else None,
+                      init_keep_prob=a.init_keep_prob, gamma=a.gamma, entropy_beta=a.entropy_beta,
+                      grad_clip=a.grad_clip, infer_steps=a.infer_steps,
+                      grad_steps=a.grad_steps)
     resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
     run_dir = train(cfg, resume=a.resume)
     from .parallel import dist_env
@@ -243,7 +264,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(a.out, epochs=a.epochs, device=a.device)
+    run_demo(a.out, epochs=a.epochs, device=a.device, seed=a.seed)
     return 0
 
 
@@ -310,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train and evaluate on slices of the MNI152 template (white matter)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--epochs", type=int, help="override the demo's epoch budget")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and actions (default 0)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -1,6 +1,6 @@
 """Training configuration: one flat dataclass, a docstring per field, and the two presets.
 
-``paper`` follows the hyper-parameters PAPER.md quotes (Adam 1e-3 ×0.9 every 25 epochs, 200 epochs,
+``paper`` follows the hyper-parameters the paper gives (docs/METHOD.md) (Adam 1e-3 ×0.9 every 25 epochs, 200 epochs,
 batch 2, γ 0.95, t_max 10); ``small`` is a narrow network with a CPU-sized budget for demos and
 tests. Values marked "chosen" are ours where the paper is silent.
 """
@@ -66,18 +66,37 @@ class TrainConfig:
     """Steps per episode (paper: 10)."""
     gamma: float = 0.95
     """Discount factor γ (paper: 0.95)."""
+    returns: str = "one_step"
+    """Eq. 8's form: ``one_step`` ``r + γ·w∗V(s(t+1))`` (the paper's text, chosen) or ``multi_step``
+    ``r + γ·w∗R(t+1)`` (PixelRL's reward map convolution). See ``pa3c.one_step_returns``."""
+    kernel: str = "delta"
+    """Neighbour kernel ``w`` of Eq. 8: ``delta`` (fixed identity, chosen) or ``learned`` (normalised
+    weights learned through the value loss; see ``pa3c.ReturnKernel``)."""
     kernel_size: int = 3
-    """Side of the learned neighbour kernel ``w`` of Eq. 8 (chosen: 3; PixelRL used 33)."""
+    """Side of the neighbour kernel ``w`` of Eq. 8 (chosen: 3; PixelRL used 33)."""
+    policy_gradient: str = "sampled"
+    """``sampled`` (A3C: ``−log π(a|s)·A``) or ``all_actions`` (both actions' outcomes are known per
+    pixel: ``−Σ_a π(a|s)·(Q(s,a) − V(s))``; see ``pa3c.pa3c_losses``)."""
     entropy_beta: float = 0.01
     """Entropy bonus β (chosen)."""
     value_coef: float = 0.5
     """Weight of the value loss ½(R−V)² in the total (chosen)."""
     bootstrap_value: bool = False
     """R(t_max) = V(s(t_max)) as Eq. 8 is written (True) or 0 because the episode ends (False, chosen)."""
-    alive_only: bool = True
-    """Policy/entropy terms over still-unzeroed pixels only (chosen; unbiased, less variance; see ``pa3c``)."""
-    init_keep_prob: float = 0.95
-    """Starting π(keep) of the policy, set through its output bias (chosen; see ``pa3c.Agent``)."""
+    alive_only: bool = False
+    """Policy/entropy terms averaged over still-unzeroed pixels only (True) or over all pixels as
+    the paper does (False, chosen by ``benchmarks/learning.py``; see ``pa3c.pa3c_losses``)."""
+    head_init_std: float = 0.1
+    """Std of the policy/value output layers' initial weights (chosen; see ``model.HEAD_INIT_STD``)."""
+    init_keep_prob: float | None = None
+    """Starting π(keep) set through the policy's output bias; None keeps the network's own init
+    (π ≈ 0.5, input-dependent logits; chosen, see ``pa3c.Agent``)."""
+    grad_steps: int = 0
+    """Back-propagate through this many of the t_max steps per update, drawn at random, the others
+    run without a graph (0: all steps, the paper's; see ``pa3c.draw_grad_steps``)."""
+    infer_steps: int = 0
+    """Greedy steps at inference: 0 = the step validation scores best, recorded in each checkpoint
+    (chosen); k = always k (the paper: t_max). Inference also stops once a step changes nothing."""
     # --- optimisation
     epochs: int = 200
     """Training epochs (paper: 200)."""
@@ -89,8 +108,8 @@ class TrainConfig:
     """Step decay factor of the learning rate (paper: 0.9)."""
     lr_step: int = 25
     """Epochs between learning-rate decays (paper: 25)."""
-    grad_clip: float = 0.0
-    """Clip the global gradient norm to this (0: off; chosen off, the paper does not clip)."""
+    grad_clip: float = 5.0
+    """Clip the global gradient norm to this (0: off; chosen 5, the paper does not say)."""
     augment: bool = False
     """Random horizontal/vertical flips of training slices (chosen off: not in the paper)."""
     # --- speed (none of these changes what is computed; ``benchmarks/bench.py`` measures them)
@@ -156,9 +175,20 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.image_size >= 8, f"--image-size must be >= 8, got {cfg.image_size}"),
         (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
         (cfg.t_max >= 1, f"t_max must be >= 1, got {cfg.t_max}"),
-        (0 <= cfg.gamma <= 1, f"gamma must be in [0, 1], got {cfg.gamma}"),
+        (0 <= cfg.grad_steps <= cfg.t_max, f"--grad-steps must be in 0..t_max ({cfg.t_max}), got {cfg.grad_steps}"),
+        (0 <= cfg.infer_steps <= cfg.t_max, f"--infer-steps must be in 0..t_max ({cfg.t_max}), got {cfg.infer_steps}"),
+        (0 <= cfg.gamma <= 1, f"--gamma must be in [0, 1], got {cfg.gamma}"),
+        (cfg.grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {cfg.grad_clip}"),
+        (cfg.head_init_std > 0, f"head_init_std must be > 0, got {cfg.head_init_std}"),
+        (cfg.entropy_beta >= 0, f"--entropy-beta must be >= 0, got {cfg.entropy_beta}"),
         (cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1, f"kernel size must be odd, got {cfg.kernel_size}"),
         (cfg.norm in ("group", "none"), f"norm must be group or none, got {cfg.norm!r}"),
+        (cfg.returns in ("one_step", "multi_step"), f"returns must be one_step or multi_step, got {cfg.returns!r}"),
+        (cfg.kernel in ("delta", "learned"), f"kernel must be delta or learned, got {cfg.kernel!r}"),
+        (cfg.policy_gradient in ("sampled", "all_actions"),
+         f"policy_gradient must be sampled or all_actions, got {cfg.policy_gradient!r}"),
+        (cfg.init_keep_prob is None or 0 < cfg.init_keep_prob < 1,
+         f"init_keep_prob must be in (0, 1) or None, got {cfg.init_keep_prob}"),
         (cfg.amp in ("none", "bf16"), f"--amp must be none or bf16, got {cfg.amp!r}"),
         (cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}"),
         (cfg.shards >= 1, f"--shards must be >= 1, got {cfg.shards}"),

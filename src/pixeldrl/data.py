@@ -181,7 +181,7 @@ def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -
     """Scale an image to ``float32`` in [0, 1]: clip at its ``low``/``high`` percentiles, then min-max.
 
     Why [0, 1] and not z-scores: the agents "remove" a pixel by setting it to zero
-    (``X(t) = I * m(t)``, PAPER.md, "State, actions, reward"). That only reads as "removed /
+    (``X(t) = I * m(t)``, docs/METHOD.md, "State, actions, reward"). That only reads as "removed /
     darkest" when zero is the bottom of the intensity range; with zero-mean inputs a zeroed pixel
     looks like an average one (a re-implementation lost ~0.09 DICE that way on brain MRI).
 

@@ -29,7 +29,7 @@ DEMO_TRAIN = dict(image_size=128, epochs=20, batch_size=2, lr=2e-3, lr_step=1000
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "cpu",
-             progress: bool = True) -> dict:
+             progress: bool = True, seed: int = 0) -> dict:
     from .checkpoint import agent_from_checkpoint
     from .data import find_pairs
     from .demo_data import make_demo_dataset
@@ -43,7 +43,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     data_dir, run_dir = out / "data", out / "run"
     counts = make_demo_dataset(data_dir, size=DEMO_TRAIN["image_size"])
     print(f"demo data: {counts} slices in {data_dir}")
-    cfg = make_config("small", data=str(data_dir), out=str(run_dir), device=device,
+    cfg = make_config("small", data=str(data_dir), out=str(run_dir), device=device, seed=seed,
                       **{**DEMO_TRAIN, **({"epochs": epochs} if epochs else {})})
     resume = (run_dir / "checkpoint_latest.pt").exists()
     if resume:  # say so: a finished run takes seconds, which would otherwise look like a broken demo
@@ -54,11 +54,12 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     print(format_table(result))
 
     # Figures on the test slices.
-    agent, _ = agent_from_checkpoint(run_dir / "checkpoint_best.pt", device)
+    agent, run_cfg = agent_from_checkpoint(run_dir / "checkpoint_best.pt", device)
     pairs = find_pairs(data_dir)["test"]
     images = [read_image(p.image_path) for p in pairs]
     gts = [read_mask(p.mask_path) for p in pairs]
-    preds = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, return_steps=True, progress=False)
+    preds = predict_arrays(agent, images, cfg.image_size, run_cfg.infer_steps, device, return_steps=True,
+                           progress=False)
     pick = np.linspace(0, len(pairs) - 1, min(8, len(pairs))).round().astype(int)
     save_overlays(run_dir / "overlays.png", [images[i] for i in pick], [preds[i]["mask"] for i in pick],
                   [gts[i] for i in pick], [pairs[i].name for i in pick],

@@ -1,7 +1,7 @@
 """The pixel environment: state, actions, mask update and reward ("dynamic iterative update policy").
 
 Every pixel is an agent. All functions act on whole batches (B, H, W) at once; nothing loops over
-pixels or images. Paper notation (PAPER.md, "State, actions, reward"):
+pixels or images. Paper notation (docs/METHOD.md, "State, actions, reward"):
 
 * ``m(0) = 1`` — :func:`initial_mask`
 * ``X(t) = I ⊙ m(t)`` — :func:`observe`

@@ -135,7 +135,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
             raise InputError(f"{pair.image_path}: shape {im.shape} differs from its mask {pair.mask_path} {gt.shape}")
         images.append(im)
         gts.append(gt)
-    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, progress=progress,
+    results = predict_arrays(agent, images, cfg.image_size, cfg.infer_steps, device, batch_size, progress=progress,
                              normalise=image_normaliser(cfg))
     return evaluate_pairs([r["mask"] for r in results], gts, [p.name for p in pairs])
 

@@ -1,7 +1,7 @@
 """Segmentation metrics of the paper's Table 2, computed per image and then averaged over images.
 
 This module owns the numerical definitions of the six reported metrics (DICE, PPV, SEN, IoU,
-BIoU, HD95, see PAPER.md "Metrics"), their conventions for empty masks, the per-image → mean
+BIoU, HD95, see docs/METHOD.md "Metrics"), their conventions for empty masks, the per-image → mean
 aggregation, and the plain result format written to disk (JSON-able dict, per-image CSV, text
 table). It needs only NumPy and SciPy: no torch, and MedPy / MONAI are used only by the tests as
 independent references.
@@ -9,7 +9,7 @@ independent references.
 Every function takes binary masks of any rank >= 1 (2-D in practice); a pixel is foreground when
 its value is > 0 (``True`` for boolean arrays). ``pred`` and ``gt`` must have the same shape.
 
-Conventions (all from PAPER.md unless marked *chosen*):
+Conventions (all from docs/METHOD.md unless marked *chosen*):
 
 * DICE, PPV, SEN, IoU carry ``EPS = 1e-4`` in numerator and denominator, exactly as the paper
   writes them, so they are 1.0 on an empty/empty pair and never NaN.

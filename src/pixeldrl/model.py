@@ -8,7 +8,7 @@ Data flow (what ``PixelDRLNet.forward`` reads like)::
     [e1, e2, e3, s4] ─► value head  ─► (B, 1, H, W) V(s)
 
 The paper publishes the components but not the exact widths, dilation rates or head depths; the
-``paper`` preset picks them so the whole network has 7.14 M parameters (PAPER.md, "chosen"):
+``paper`` preset picks them so the whole network has 7.14 M parameters (docs/METHOD.md, "chosen"):
 trunk = VGG16 conv1_1 … conv4_3 at half width (32, 64, 128, 256); each head is a small
 multi-scale decoder (1/8 → 1/4 → 1/2 → 1) whose every convolution is dilated.
 ``pixeldrl info --preset paper`` prints the count per component.
@@ -70,7 +70,7 @@ class NetConfig:
 
 
 PRESETS: dict[str, NetConfig] = {
-    # 7.14 M parameters (PAPER.md): the widths above.
+    # 7.14 M parameters (docs/METHOD.md): the widths above.
     "paper": NetConfig(),
     # Narrow: same topology at a quarter of the width, for CPU demos and tests.
     "small": NetConfig(widths=(8, 16, 32, 64), head_widths=(48, 24, 16, 8), sam_reduction=4),
@@ -186,15 +186,25 @@ class DilatedHead(nn.Module):
         return self.out(x)
 
 
-def init_actor_critic(net: nn.Module) -> None:
+HEAD_INIT_STD = 0.1
+"""Standard deviation of the policy and value output layers' initial weights (chosen).
+
+Small enough that π starts near 0.5 and V near 0, large enough that the gradient reaching the
+trunk — which passes through these weights — is not negligible: with 0.01 the `small` network
+trained with plain cross-entropy still predicted no foreground pixel after 120 updates (the
+class prior is learned first and the features barely move), with 0.1 its val Dice was 0.73."""
+
+
+def init_actor_critic(net: nn.Module, head_std: float = HEAD_INIT_STD) -> None:
     """He init for every conv of a policy/value network (``net.policy.out``, ``net.value.out``),
-    zero biases, and small output layers so both heads start near 0 (see ``PixelDRLNet._init_weights``)."""
+    zero biases, and output layers of std ``head_std`` so both heads start near 0 (see
+    :data:`HEAD_INIT_STD` and ``PixelDRLNet._init_weights``)."""
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             nn.init.zeros_(m.bias)
     for head_out in (net.policy.out, net.value.out):
-        nn.init.normal_(head_out.weight, std=0.01)
+        nn.init.normal_(head_out.weight, std=head_std)
 
 
 class PixelDRLNet(nn.Module):

@@ -1,20 +1,22 @@
-"""PA3C: the agent, the episode rollout, the n-step returns of Eq. 8 and the actor-critic losses.
+"""PA3C: the agent, the episode rollout, the returns of Eq. 8 and the actor-critic losses.
 
 This module owns the reinforcement-learning maths; ``train.py`` owns the loop around it.
 
-* :class:`Agent` — the network (θ_s, θ_p, θ_v) plus the learned reward-map kernel ``w`` of Eq. 8.
+* :class:`Agent` — the network (θ_s, θ_p, θ_v) plus the neighbour kernel ``w`` of Eq. 8.
   Two calls, as in CleanRL: :meth:`Agent.get_value` and :meth:`Agent.get_action_and_value`.
 * :func:`rollout` — one episode of ``t_max`` steps on a batch, actions sampled from π.
-* :func:`nstep_returns` — Eq. 8: ``R(t) = r(t) + γ · (w ∗ R(t+1))``, ``R(t_max) = V(s(t_max))``.
-* :func:`pa3c_losses` — advantage ``A = R − V``; policy ``−log π(a|s) · A`` (A detached); value
-  ``½ (R − V)²``; entropy bonus. Each is summed over the ``t_max`` steps and averaged over pixels and
-  batch; the total is ``policy + value_coef · value − entropy_beta · entropy``. The trunk receives
-  the sum of both heads' gradients (Eq. 16) because both losses flow through it.
-  With ``alive_only`` (default) the policy and entropy terms average over the agents whose pixel
-  is still unzeroed (see :func:`pa3c_losses`; the paper averages over all pixels: ``alive_only=False``).
+* :func:`one_step_returns` — Eq. 8 as the paper's text gives it (default):
+  ``R(t) = r(t) + γ · (w ∗ V(s(t+1)))``, V detached. :func:`nstep_returns` — PixelRL's multi-step
+  form ``R(t) = r(t) + γ · (w ∗ R(t+1))`` (``returns="multi_step"``).
+* :func:`pa3c_losses` — advantage ``A = R − V``; policy ``−log π(a|s) · A`` (A detached; or the
+  all-actions form); value ``½ (R − V)²``; entropy bonus. Each is averaged over pixels and batch
+  and summed over the ``t_max`` steps; the total is ``policy + value_coef · value − entropy_beta ·
+  entropy``. The trunk receives the sum of both heads' gradients (Eq. 16) because both losses flow
+  through it. With ``alive_only`` the policy and entropy terms average over the agents whose pixel
+  is still unzeroed instead of over all pixels, as the paper does.
 
-The kernel ``w`` is learned through the value loss only, because PAPER.md detaches A in the policy
-loss (PixelRL also let the policy loss reach ``w``; that is a one-line change in ``pa3c_losses``).
+With ``kernel="learned"`` the kernel ``w`` is learned through the value loss only (A is detached in
+the policy loss), as normalised weights (:class:`ReturnKernel`); the default keeps it at the identity.
 """
 
 from __future__ import annotations
@@ -34,49 +36,87 @@ from .model import NetConfig, PixelDRLNet
 
 
 class ReturnKernel(nn.Module):
-    """The learned k×k neighbour-weighting kernel ``w`` of Eq. 8, initialised to the identity (a delta).
+    """The k×k neighbour-weighting kernel ``w`` of Eq. 8.
 
-    With the delta, ``w ∗ R`` is R itself and Eq. 8 is the ordinary n-step return; learning lets a
-    pixel's return borrow from its neighbours' (PixelRL's "reward map convolution").
+    ``mode="delta"`` (default): fixed at the identity, so ``w ∗ V`` is V itself and each pixel's
+    target is its own TD(0) target. ``mode="learned"``: the weights are a softmax over k² learned
+    logits (started at 0.9 on the centre, the rest shared by the neighbours), so they stay positive
+    and sum to 1. Why normalised: the kernel is trained through the value loss, and a free kernel
+    minimises ½(w ∗ V − V)² by shrinking itself towards 0 — it moves its own target towards V
+    (measured with free weights: their sum fell from 1 to 0.05–0.19 in 400 updates), which turns
+    the return into the immediate reward alone. A convex combination can only choose neighbours.
     """
 
-    def __init__(self, size: int = 3):
+    CENTRE_WEIGHT = 0.9
+
+    def __init__(self, size: int = 3, mode: str = "delta"):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"return kernel size must be a positive odd number, got {size}")
-        weight = torch.zeros(1, 1, size, size)
-        weight[0, 0, size // 2, size // 2] = 1.0
-        self.weight = nn.Parameter(weight)  # (1, 1, k, k)
+        if mode not in ("delta", "learned"):
+            raise ValueError(f"return kernel mode must be delta or learned, got {mode!r}")
+        self.mode = mode
+        logits = torch.zeros(1, 1, size, size)
+        if size > 1:
+            # softmax(logits) = 0.9 at the centre, 0.1 / (k² − 1) on every neighbour
+            logits[0, 0, size // 2, size // 2] = math.log(self.CENTRE_WEIGHT * (size * size - 1)
+                                                         / (1 - self.CENTRE_WEIGHT))
+        if mode == "learned":
+            self.logits = nn.Parameter(logits)  # (1, 1, k, k)
+        else:  # nothing to train; kept as a buffer so every checkpoint names its kernel
+            self.register_buffer("logits", logits)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The kernel w (1, 1, k, k): a delta, or the softmax of the learned logits (sums to 1)."""
+        k = self.logits.shape[-1]
+        if self.mode == "delta":
+            w = torch.zeros_like(self.logits)
+            w[0, 0, k // 2, k // 2] = 1.0
+            return w
+        return torch.softmax(self.logits.flatten(), 0).view_as(self.logits)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the kernel was normalised store the free kernel as ``weight``.
+        old = state_dict.pop(prefix + "weight", None)
+        if old is not None and prefix + "logits" not in state_dict:
+            state_dict[prefix + "logits"] = old.clamp_min(1e-6).log()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) → (B, H, W): zero-padded 2-D convolution with ``w``."""
-        k = self.weight.shape[-1]
-        return F.conv2d(r.unsqueeze(1), self.weight, padding=k // 2).squeeze(1)
+        """(…, H, W) → (…, H, W): zero-padded 2-D convolution with ``w`` over the last two dims."""
+        if self.mode == "delta":
+            return r
+        k = self.logits.shape[-1]
+        lead = r.shape[:-2]
+        out = F.conv2d(r.reshape(-1, 1, *r.shape[-2:]), self.weight, padding=k // 2)
+        return out.reshape(*lead, *r.shape[-2:])
 
 
 class Agent(nn.Module):
     """All trainable parts: the PixelDRL-MG network and the return kernel.
 
-    ``init_keep_prob`` sets the policy's starting π(keep) through the bias of its output layer
-    (chosen; the paper does not say). With π(keep) = 0.5 at the start, a pixel survives ten sampled
-    steps with probability 0.5¹⁰ ≈ 0.001: every episode ends with an empty mask, "keep" and "zero"
-    have almost the same return for every pixel, and learning stalls (measured on the demo data:
-    train Dice 0.000 after 6 epochs). Starting at 0.95, about 60 % of pixels survive an episode and
-    both actions' returns carry signal.
+    ``init_keep_prob``: ``None`` (default) keeps the network's own initialisation — small output
+    weights, so π(keep) ≈ 0.5 with logits that already depend on the input. A number sets the
+    policy's starting π(keep) through the bias of its output layer instead. That start was needed
+    with the multi-step return (a 0.5 start collapsed to "zero everything" there), but a bias gives
+    every pixel the same logit, which greedy decoding then keeps for all pixels until it is
+    unlearned (``benchmarks/learning.py`` measures both).
     """
 
-    def __init__(self, net_cfg: NetConfig | None, kernel_size: int = 3, init_keep_prob: float = 0.95,
-                 net: nn.Module | None = None):
+    def __init__(self, net_cfg: NetConfig | None, kernel_size: int = 3, init_keep_prob: float | None = None,
+                 net: nn.Module | None = None, kernel_mode: str = "delta"):
         super().__init__()
         # ``net``: another network with the same interface (X → logits, V; ``policy.out`` conv), e.g. PixelRL's.
         self.net = net if net is not None else PixelDRLNet(net_cfg)
-        self.return_kernel = ReturnKernel(kernel_size)
-        if not 0 < init_keep_prob < 1:
-            raise ValueError(f"init_keep_prob must be in (0, 1), got {init_keep_prob}")
-        with torch.no_grad():
-            bias = self.net.policy.out.bias
-            bias.zero_()
-            bias[env.KEEP] = math.log(init_keep_prob / (1 - init_keep_prob))
+        self.return_kernel = ReturnKernel(kernel_size, kernel_mode)
+        if init_keep_prob is not None:
+            if not 0 < init_keep_prob < 1:
+                raise ValueError(f"init_keep_prob must be in (0, 1), got {init_keep_prob}")
+            with torch.no_grad():
+                bias = self.net.policy.out.bias
+                bias.zero_()
+                bias[env.KEEP] = math.log(init_keep_prob / (1 - init_keep_prob))
         self._plain_execution()
 
     def _plain_execution(self) -> None:
@@ -171,6 +211,23 @@ class Rollout:
     alive: torch.Tensor  # m(t) (T, B, H, W): 1 where the agent's pixel is still unzeroed at step t
     bootstrap: torch.Tensor  # V(s(t_max)) (B, H, W), no gradient
     final_mask: torch.Tensor  # m(t_max) (B, H, W)
+    p_keep: torch.Tensor | None = None  # π(keep|s(t)) (T, B, H, W), differentiable (all-actions gradient)
+    gt: torch.Tensor | None = None  # G (B, H, W)
+    step_weight: torch.Tensor | None = None  # (T,): T/k on the k steps that carry gradients, 0 elsewhere
+
+
+def draw_grad_steps(t_max: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """Which ``k`` of the ``t_max`` steps an update back-propagates through (bool (T,)), or None for all.
+
+    The other steps run without a graph (a forward pass costs about a third of forward + backward)
+    and still give the next-state values the one-step targets need; the chosen steps' losses are
+    scaled by T/k, so the loss is an unbiased estimate of the all-steps one.
+    """
+    if k <= 0 or k >= t_max:
+        return None
+    chosen = torch.zeros(t_max, dtype=torch.bool)
+    chosen[torch.randperm(t_max, generator=generator)[:k]] = True
+    return chosen
 
 
 def draw_uniforms(images: torch.Tensor, t_max: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -186,11 +243,12 @@ def draw_uniforms(images: torch.Tensor, t_max: int, generator: torch.Generator |
 
 def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = env.T_MAX,
             generator: torch.Generator | None = None, bootstrap_value: bool = False,
-            uniforms: torch.Tensor | None = None) -> Rollout:
+            uniforms: torch.Tensor | None = None, grad_steps: torch.Tensor | None = None) -> Rollout:
     """Run ``t_max`` sampled steps from m(0) = 1 on images (B, C, H, W) with ground truth gt (B, H, W).
 
     Actions are sampled with ``uniforms`` (T, B, H, W), drawn from ``generator`` when not given
-    (:func:`draw_uniforms`).
+    (:func:`draw_uniforms`). ``grad_steps`` (bool (T,), :func:`draw_grad_steps`): only these steps
+    keep their graph; None keeps every step's.
 
     ``bootstrap`` is R(t_max): 0 by default, because the episode ends at t_max and no reward can
     follow (PixelRL's code marks the last state terminal); ``bootstrap_value=True`` uses
@@ -207,13 +265,17 @@ def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = e
     values = images.new_empty(shape)
     rewards = images.new_empty(shape)
     alive = images.new_empty(shape)
+    p_keeps = images.new_empty(shape)
     if uniforms is None:
         uniforms = draw_uniforms(images, t_max, generator)  # (T, B, H, W)
     mask = env.initial_mask(images)  # (B, H, W)
+    grad_on = torch.is_grad_enabled()
     for t in range(t_max):
-        action, logp_a, ent, value, _ = agent.get_action_and_value(env.observe(images, mask), uniform=uniforms[t])
+        with torch.set_grad_enabled(grad_on and (grad_steps is None or bool(grad_steps[t]))):
+            action, logp_a, ent, value, p_keep = agent.get_action_and_value(env.observe(images, mask),
+                                                                            uniform=uniforms[t])
         new_mask = env.update_mask(mask, action)
-        log_probs[t], entropies[t], values[t] = logp_a, ent, value
+        log_probs[t], entropies[t], values[t], p_keeps[t] = logp_a, ent, value, p_keep
         rewards[t] = env.reward(mask, new_mask, gt)
         alive[t] = mask
         mask = new_mask
@@ -222,12 +284,31 @@ def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = e
             bootstrap = agent.get_value(env.observe(images, mask))
     else:
         bootstrap = torch.zeros_like(mask)
-    return Rollout(log_probs, entropies, values, rewards, alive, bootstrap, mask)
+    step_weight = None
+    if grad_steps is not None:
+        step_weight = grad_steps.to(images.device, images.dtype) * (t_max / int(grad_steps.sum()))  # (T,)
+    return Rollout(log_probs, entropies, values, rewards, alive, bootstrap, mask, p_keeps, gt.to(images.dtype),
+                   step_weight)
+
+
+def one_step_returns(rewards: torch.Tensor, values: torch.Tensor, bootstrap: torch.Tensor, gamma: float,
+                     kernel: ReturnKernel) -> torch.Tensor:
+    """Eq. 8 in the paper's one-step form: ``R_i(t) = r_i(t) + γ · Σ_j w_{i−j} · V(s_j(t+1))``.
+
+    rewards, values (T, B, H, W), bootstrap V(s(t_max)) (B, H, W) → returns (T, B, H, W). The
+    next-state values are a target (detached); only ``w`` can receive a gradient. Why this form is
+    the default: each pixel's reward depends on its own action alone, so with the multi-step form
+    "zero now" and "zero later" earn nearly the same return and the advantage between the actions
+    is ≈ 0.1 near π = 0.5; here the immediate ±1 of Eq. 12 decides it.
+    """
+    next_values = torch.cat([values[1:].detach(), bootstrap.detach().unsqueeze(0)])  # V(s(t+1)) (T, B, H, W)
+    return rewards + gamma * kernel(next_values)
 
 
 def nstep_returns(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float,
                   kernel: ReturnKernel) -> torch.Tensor:
-    """Eq. 8: ``R(t) = r(t) + γ · (w ∗ R(t+1))`` backwards from ``R(t_max) = V(s(t_max))``.
+    """Eq. 8 in PixelRL's multi-step form (``returns="multi_step"``): ``R(t) = r(t) + γ · (w ∗ R(t+1))``
+    backwards from ``R(t_max) = V(s(t_max))`` (or 0).
 
     rewards (T, B, H, W), bootstrap (B, H, W) → returns (T, B, H, W), differentiable w.r.t. ``w``.
     """
@@ -248,34 +329,70 @@ class Losses:
 
 
 def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: float,
-                entropy_beta: float, alive_only: bool = True) -> Losses:
-    """Actor-critic losses of one rollout (see the module docstring for the reductions)."""
-    returns = nstep_returns(ro.rewards, ro.bootstrap, gamma, kernel)  # (T, B, H, W)
-    advantage = returns - ro.values
+                entropy_beta: float, alive_only: bool = False, returns: str = "one_step",
+                policy_gradient: str = "sampled") -> Losses:
+    """Actor-critic losses of one rollout (see the module docstring for the reductions).
+
+    ``returns``: ``one_step`` (:func:`one_step_returns`) or ``multi_step`` (:func:`nstep_returns`).
+    ``policy_gradient``: ``sampled`` — ``−log π(a|s) · A`` for the action taken; ``all_actions`` —
+    ``−Σ_a π(a|s) · (Q(s, a) − V(s))``, exact in expectation and without the sampling noise,
+    because both actions' outcomes are known for every live pixel: zeroing earns Eq. 12's reward
+    and ends the pixel's episode (its later value is 0), keeping earns 0 plus γ · V of the pixel
+    still alive (the next state's value where it was kept, this state's where it was zeroed).
+    """
+    if returns == "one_step":
+        ret = one_step_returns(ro.rewards, ro.values, ro.bootstrap, gamma, kernel)  # (T, B, H, W)
+    elif returns == "multi_step":
+        ret = nstep_returns(ro.rewards, ro.bootstrap, gamma, kernel)
+    else:
+        raise ValueError(f"returns must be one_step or multi_step, got {returns!r}")
+    advantage = ret - ro.values
     # Sum over the T steps, mean over batch and pixels.
     if alive_only:
         # Agents whose pixel is already zero cannot change anything: both actions have the same
-        # return, so their policy-gradient term is zero in expectation and pure noise in a sample.
-        # Dropping them leaves the expected gradient unchanged and removes most of its variance
-        # (late in an episode most pixels are background and already zeroed).
+        # return, so their policy-gradient term is zero in expectation and noise in a sample.
         # Normalised per image and step (a mean over the image's alive pixels), so the batch mean
         # splits exactly across data-parallel shards.
         hw = ro.alive.shape[2] * ro.alive.shape[3]
         weight = ro.alive * (hw / ro.alive.sum(dim=(2, 3), keepdim=True).clamp_min(1))
     else:
         weight = torch.ones_like(ro.alive)
-    policy = -(ro.log_probs * advantage.detach() * weight).mean(dim=(1, 2, 3)).sum()
-    value = (0.5 * advantage.pow(2)).mean(dim=(1, 2, 3)).sum()
-    entropy = (ro.entropies * weight).mean(dim=(1, 2, 3)).sum()
+    if policy_gradient == "sampled":
+        policy_terms = -ro.log_probs * advantage.detach()
+    elif policy_gradient == "all_actions":
+        if ro.p_keep is None or ro.gt is None:
+            raise ValueError("all_actions needs a rollout that kept π(keep) and the ground truth")
+        with torch.no_grad():
+            v = ro.values.detach()
+            v_next = torch.cat([v[1:], ro.bootstrap.unsqueeze(0)])  # (T, B, H, W)
+            kept_next = torch.cat([ro.alive[1:], ro.final_mask.unsqueeze(0)])  # alive at t+1
+            q_zero = ro.alive * (1 - 2 * ro.gt.unsqueeze(0))  # Eq. 12 for zeroing a live pixel
+            q_keep = gamma * torch.where(kept_next > 0, v_next, v) * ro.alive
+            baseline = v * ro.alive
+        p_keep = ro.p_keep
+        policy_terms = -(p_keep * (q_keep - baseline) + (1 - p_keep) * (q_zero - baseline))
+    else:
+        raise ValueError(f"policy_gradient must be sampled or all_actions, got {policy_gradient!r}")
+    # Per step (T,), then summed over the steps (weighted when only some carry gradients).
+    policy = (policy_terms * weight).mean(dim=(1, 2, 3))
+    value = (0.5 * advantage.pow(2)).mean(dim=(1, 2, 3))
+    entropy = (ro.entropies * weight).mean(dim=(1, 2, 3))
+    if ro.step_weight is not None:
+        policy, value, entropy = (x * ro.step_weight for x in (policy, value, entropy))
+    policy, value, entropy = policy.sum(), value.sum(), entropy.sum()
     total = policy + value_coef * value - entropy_beta * entropy
     return Losses(total, policy, value, entropy)
 
 
-def episode_losses(agent: Agent, images: torch.Tensor, gt: torch.Tensor, cfg, uniforms: torch.Tensor) -> tuple[Rollout, Losses]:
+def episode_losses(agent: Agent, images: torch.Tensor, gt: torch.Tensor, cfg, uniforms: torch.Tensor,
+                   grad_steps: torch.Tensor | None = None) -> tuple[Rollout, Losses]:
     """One sampled episode on images (B, C, H, W) and its PA3C losses, with ``cfg``'s settings
-    (a :class:`~pixeldrl.config.TrainConfig`: t_max, γ, value and entropy weights, bootstrap, alive-only)."""
-    ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms)
-    return ro, pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only)
+    (a :class:`~pixeldrl.config.TrainConfig`: t_max, γ, value and entropy weights, bootstrap, alive-only,
+    Eq. 8's form, the policy gradient); ``grad_steps`` as :func:`rollout` takes it."""
+    ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms,
+                 grad_steps=grad_steps)
+    return ro, pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only,
+                           cfg.returns, cfg.policy_gradient)
 
 
 def episode_stats(ro: Rollout, losses: Losses, t_max: int) -> torch.Tensor:

@@ -67,7 +67,7 @@ class ShardThreads:
                                        initargs=(per,))
 
     def backward(self, agent: Agent, images: torch.Tensor, masks: torch.Tensor, uniforms: torch.Tensor,
-                 cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+                 cfg: TrainConfig, grad_steps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Set every parameter's ``.grad`` to the batch's PA3C gradient; returns (stats, final masks).
 
         images (B, C, H, W), masks (B, H, W), uniforms (T, B, H, W). ``stats`` holds the batch's
@@ -80,7 +80,7 @@ class ShardThreads:
 
         def shard(part):
             x, y, u = part
-            ro, losses = episode_losses(agent, x, y, cfg, u)
+            ro, losses = episode_losses(agent, x, y, cfg, u, grad_steps)
             share = x.shape[0] / b  # the shard's part of the batch mean
             grads = torch.autograd.grad(losses.total * share, params, allow_unused=True)
             return grads, episode_stats(ro, losses, cfg.t_max) * share, ro.final_mask

@@ -183,7 +183,7 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     agent, cfg = agent_from_checkpoint(checkpoint, device)
     check_single_channel(cfg, checkpoint)
     images = [read_image(f) for f in files]  # read everything first: a bad file stops before any write
-    results = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, batch_size, return_steps=save_steps,
+    results = predict_arrays(agent, images, cfg.image_size, cfg.infer_steps, device, batch_size, return_steps=save_steps,
                              normalise=image_normaliser(cfg))
     out_dir.mkdir(parents=True, exist_ok=True)
     for target, res in zip(targets, results):
@@ -223,7 +223,7 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
         ks = range(start, min(n, start + batch_size))
         slices = [cut_slice(image, axis, k) for k in ks]  # each (C, H, W)
         x = torch.from_numpy(np.stack([network_slice(s, size) for s in slices])).to(device)  # (B, C, S, S)
-        seg = segment(agent, x, cfg.t_max)
+        seg = segment(agent, x, cfg.infer_steps)
         for i, k in enumerate(ks):
             m = from_network(seg.mask[i].cpu().numpy().astype(np.uint8), slices[i].shape[1:], order=0) > 0
             idx = [slice(None)] * 3

@@ -225,7 +225,7 @@ def robustness_results(run: Path, data: str, corruptions, device: str = "cpu", s
         gts = [read_mask(p.mask_path) for p in pairs]
         for c in todo:
             noisy = [corrupt(im, c, seed=seed * 100_003 + i) for i, im in enumerate(images)]
-            preds = predict_arrays(agent, noisy, cfg.image_size, cfg.t_max, device, progress=False)
+            preds = predict_arrays(agent, noisy, cfg.image_size, cfg.infer_steps, device, progress=False)
             result = evaluate_pairs([r["mask"] for r in preds], gts, [p.name for p in pairs])
             write_result(result, run / "robustness" / f"{c.name}.json")
     for c in corruptions:
@@ -379,7 +379,7 @@ def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], data_dirs: d
         axes[r, 0].set_title(p.name, fontsize=7)
     for c, row in enumerate(rows, start=1):
         agent, cfg = agent_from_checkpoint(runs[row][0] / "checkpoint_best.pt", device)
-        preds = predict_arrays(agent, images, cfg.image_size, cfg.t_max, device, progress=False)
+        preds = predict_arrays(agent, images, cfg.image_size, cfg.infer_steps, device, progress=False)
         for r, (im, gt, pred) in enumerate(zip(images, gts, preds)):
             axes[r, c].imshow(overlay_rgb(im, pred["mask"], gt))
             axes[r, c].set_title(f"{row.label} {row.setting if row.k_shot else ''}\nDICE {dice(pred['mask'], gt):.3f}",

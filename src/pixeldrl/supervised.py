@@ -102,7 +102,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log = _read_log(run_dir / "log.csv", start_epoch - 1)
 
-    def payload(epoch: int, best: float) -> dict:
+    def payload(epoch: int, best: float, steps: int) -> dict:  # steps: one forward pass, whatever they say
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg.to_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs, "epoch": epoch,
                 "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state()}
@@ -114,7 +114,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
         lr = opt.param_groups[0]["lr"]
         stats = train_epoch(model, loss_fn, opt, train_ds, cfg, device, shuffle_gen, progress)
         sched.step()
-        best, val = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
-                                 lambda: validate_dice(model, val_ds, cfg.t_max, device), best, payload)
+        best, val, _ = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
+                                    lambda: validate_dice(model, val_ds, 1, device), best, payload, 1)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}", val_dice=f"{val:.3f}")
-    return finish_run(run_dir, cfg, payload(cfg.epochs, best), evaluate_test, progress)
+    return finish_run(run_dir, cfg, payload(cfg.epochs, best, 1), evaluate_test, progress)

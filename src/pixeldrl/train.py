@@ -41,13 +41,13 @@ from .data import SliceDataset
 from .errors import InputError
 from .metrics import dice
 from .baselines import build_agent
-from .pa3c import Agent, draw_uniforms, episode_losses, episode_stats
+from .pa3c import Agent, draw_grad_steps, draw_uniforms, episode_losses, episode_stats
 from .parallel import AsyncWorkers, ShardThreads, average_gradients, dist_env, init_distributed, shard_batches
 from .protocol import load_dataset
 from .predict import segment
 
 LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
-              "train_dice", "val_dice", "seconds"]
+              "train_dice", "val_dice", "val_steps", "seconds"]
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -64,16 +64,33 @@ def batch_dice(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
 
 
 @torch.no_grad()
-def validate_dice(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, batch_size: int = 16) -> float:
-    """Mean greedy DICE over a split at the network's size (cheap; for checkpoint selection)."""
+def validate_steps(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, batch_size: int = 16) -> list[float]:
+    """Mean greedy DICE over a split after each of the ``t_max`` steps (network size; cheap)."""
     agent.eval()
-    scores = []
+    per_image = []  # (N, T)
     for start in range(0, len(ds), batch_size):
         x = ds.images[start:start + batch_size].to(device)
-        seg = segment(agent, x, t_max)
-        scores += batch_dice(seg.mask, ds.masks[start:start + batch_size])
+        steps = segment(agent, x, t_max, return_steps=True).steps[1:].cpu().numpy()  # (T, B, S, S)
+        gts = ds.masks[start:start + batch_size].cpu().numpy()
+        per_image += [[dice(steps[t, i], g) for t in range(t_max)] for i, g in enumerate(gts)]
     agent.train()
-    return float(np.mean(scores)) if scores else float("nan")
+    return np.mean(per_image, axis=0).tolist() if per_image else [float("nan")] * t_max
+
+
+def pick_steps(scores: list[float], infer_steps: int = 0) -> tuple[float, int]:
+    """(DICE, steps) of greedy inference: at ``infer_steps`` when it is set, else at the step with the
+    best score (the earliest of equal ones: fewer forward passes)."""
+    if infer_steps:
+        k = min(infer_steps, len(scores))
+        return scores[k - 1], k
+    k = int(np.argmax(scores)) + 1
+    return scores[k - 1], k
+
+
+def validate_dice(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, infer_steps: int = 0,
+                  batch_size: int = 16) -> tuple[float, int]:
+    """Validation score for checkpoint selection: (mean greedy DICE, the inference steps it is at)."""
+    return pick_steps(validate_steps(agent, ds, t_max, device, batch_size), infer_steps)
 
 
 def _flip(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator):
@@ -99,13 +116,14 @@ def pa3c_update(agent: Agent, opt: torch.optim.Optimizer, images: torch.Tensor, 
     Returns the update's ``STAT_KEYS`` values and the sampled episodes' per-image Dice.
     """
     uniforms = draw_uniforms(images, cfg.t_max, sample_gen)  # (T, B, S, S): the episode's action samples
+    grad_steps = draw_grad_steps(cfg.t_max, cfg.grad_steps, sample_gen)  # (T,) bool or None (all steps)
     agent.zero_grad(set_to_none=True)
     if shards is None:
-        ro, losses = episode_losses(agent, images, masks, cfg, uniforms)
+        ro, losses = episode_losses(agent, images, masks, cfg, uniforms, grad_steps)
         losses.total.backward()
         stats, final_mask = episode_stats(ro, losses, cfg.t_max), ro.final_mask
     else:
-        stats, final_mask = shards.backward(agent, images, masks, uniforms, cfg)
+        stats, final_mask = shards.backward(agent, images, masks, uniforms, cfg, grad_steps)
     if grad_hook is not None:
         grad_hook(agent)
     if cfg.grad_clip > 0:
@@ -169,12 +187,14 @@ def _write_json(path: Path, obj) -> None:
 
 
 def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0: float, n_val: int,
-                 validate, best: float, payload) -> tuple[float, float]:
+                 validate, best: float, payload, steps: int) -> tuple[float, float, int]:
     """Close an epoch: validate when due, append its row to log.csv, redraw the curve, write
-    checkpoint_latest (and checkpoint_best when validation improved). Returns (best, val Dice).
+    checkpoint_latest (and checkpoint_best when validation improved). Returns (best, val Dice, steps).
 
-    ``row`` holds the epoch, lr and training stats; ``validate()`` gives the val Dice;
-    ``payload(epoch, best)`` the checkpoint's contents. Without a validation split the last epoch
+    ``row`` holds the epoch, lr and training stats; ``validate()`` gives the val Dice and the greedy
+    steps it was reached at (``pick_steps``); ``payload(epoch, best, steps)`` the checkpoint's
+    contents, ``steps`` being the inference steps of that checkpoint's own model (the last
+    validated ones when this epoch does not validate). Without a validation split the last epoch
     counts as the best.
     """
     from .report import plot_training_curve
@@ -182,21 +202,21 @@ def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0
     epoch = row["epoch"]
     val = float("nan")
     if n_val and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-        val = validate()
+        val, steps = validate()
     improved = not math.isnan(val) and val > best
     if improved:
         best = val
     elif n_val == 0 and epoch == cfg.epochs:
         improved = True
-    row = {**row, "val_dice": val, "seconds": time.perf_counter() - t0}
+    row = {**row, "val_dice": val, "val_steps": steps if not math.isnan(val) else "", "seconds": time.perf_counter() - t0}
     log.append({k: row.get(k, float("nan")) for k in LOG_FIELDS})  # PA3C-only columns are NaN for U-Nets
     _write_log(run_dir / "log.csv", log)
     plot_training_curve(run_dir / "log.csv", run_dir / "training_curve.png")
-    state = payload(epoch, best)
+    state = payload(epoch, best, steps)
     if improved:
         save_checkpoint(run_dir / "checkpoint_best.pt", state)
     save_checkpoint(run_dir / "checkpoint_latest.pt", state)
-    return best, val
+    return best, val, steps
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool) -> Path:
@@ -253,7 +273,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
-    start_epoch, best = 1, -1.0
+    start_epoch, best, steps = 1, -1.0, cfg.infer_steps or cfg.t_max
     if resume:
         ckpt = load_checkpoint(latest, map_location=device)
         agent.load_state_dict(ckpt["model"])
@@ -261,12 +281,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         sched.load_state_dict(ckpt["scheduler"])
         shuffle_gen.set_state(ckpt["shuffle_rng"])
         sample_gen.set_state(ckpt["sample_rng"].cpu())
-        start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
+        start_epoch, best, steps = ckpt["epoch"] + 1, ckpt["best_val_dice"], ckpt.get("infer_steps", steps)
     workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks) if cfg.workers > 1 else None
     shards = ShardThreads(cfg.shards) if cfg.shards > 1 else None
     try:
         return _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch,
-                           best, workers, shards, rank, world, progress, evaluate_test)
+                           best, steps, workers, shards, rank, world, progress, evaluate_test)
     finally:
         for pool in (workers, shards):
             if pool is not None:
@@ -276,7 +296,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
 
 
 def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch, best,
-                workers, shards, rank, world, progress, evaluate_test) -> Path:
+                steps, workers, shards, rank, world, progress, evaluate_test) -> Path:
     main_rank = rank == 0
     progress = progress and main_rank
     train_ds, val_ds = splits["train"], splits["val"]
@@ -286,10 +306,11 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log = _read_log(run_dir / "log.csv", start_epoch - 1)
 
-    def payload(epoch: int, best: float) -> dict:
+    def payload(epoch: int, best: float, steps: int) -> dict:
         return {"model": agent.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg.to_dict(), "net_config": cfg.net_config().to_dict(), "epoch": epoch,
-                "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state(), "sample_rng": sample_gen.get_state()}
+                "best_val_dice": best, "infer_steps": steps, "shuffle_rng": shuffle_gen.get_state(),
+                "sample_rng": sample_gen.get_state()}
 
     epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
                   initial=start_epoch - 1, total=cfg.epochs)
@@ -313,10 +334,11 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
             sched.step()
         if not main_rank:
             continue  # rank 0 validates and writes; the others wait for it at the next all-reduce
-        best, val = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
-                                 lambda: validate_dice(agent, val_ds, cfg.t_max, device), best, payload)
+        best, val, steps = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
+                                        lambda: validate_dice(agent, val_ds, cfg.t_max, device, cfg.infer_steps),
+                                        best, payload, steps)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}",
                            val_dice=f"{val:.3f}")
     if not main_rank:
         return run_dir
-    return finish_run(run_dir, cfg, payload(cfg.epochs, best), evaluate_test, progress)
+    return finish_run(run_dir, cfg, payload(cfg.epochs, best, steps), evaluate_test, progress)

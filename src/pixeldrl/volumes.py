@@ -11,7 +11,7 @@
   atomically (temporary file in the destination folder, then :func:`os.replace`).
 * :func:`normalize_volume`: per-volume, per-channel intensities for the network (see below).
 
-Intensities (PAPER.md, "State, actions, reward"): the network input must be non-negative with a
+Intensities (docs/METHOD.md, "State, actions, reward"): the network input must be non-negative with a
 zeroed pixel reading as the darkest value, because the agents remove a pixel by setting it to 0.
 
 * ``mri``: the body is every voxel above the volume's minimum (MRI background is the minimum,
