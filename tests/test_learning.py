@@ -1,4 +1,4 @@
-"""PA3C learns: a few epochs of the paper's losses alone raise validation Dice well above the first epoch's.
+"""PA3C learns: a few epochs of the paper's losses alone raise validation Dice from the untrained policy's to ≥ 0.95.
 
 A folder dataset of bright disks on a noisy dark background (PNG, the core folder format) is
 easy for a segmenter but not for a constant policy: keeping every pixel scores Dice ≈ 0.2 and
@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from pixeldrl.baselines import build_agent
 from pixeldrl.config import make_config
-from pixeldrl.train import train
+from pixeldrl.data import load_splits
+from pixeldrl.train import train, validate_dice
 
 SIZE = 32
 
@@ -42,27 +45,34 @@ def learned(tmp_path_factory, one_torch_thread):
     write_disks(root / "data", n=64, seed=0)
     cfg = make_config("small", data=str(root / "data"), out=str(root / "run"), image_size=SIZE, epochs=16,
                       batch_size=8, lr=2e-3, lr_step=1000, seed=0)
+    # The untrained agent (the same seed gives train's initial weights), scored as validation scores.
+    torch.manual_seed(cfg.seed)
+    before, _ = validate_dice(build_agent(cfg), load_splits(cfg.data, SIZE)["val"], cfg.t_max, torch.device("cpu"))
     run = train(cfg, progress=False)
     with open(run / "log.csv", newline="") as f:
         log = list(csv.DictReader(f))
-    return run, log
+    return run, log, before
 
 
-def test_validation_dice_rises_well_above_the_first_epoch(learned):
-    _, log = learned
+def test_validation_dice_rises_well_above_the_untrained_policy(learned):
+    _, log, before = learned
     val = [float(r["val_dice"]) for r in log]
-    assert val[0] < 0.5, val  # nothing learned yet after one epoch
-    assert max(val) >= 0.85, val
-    assert max(val) - val[0] >= 0.4, val
+    assert before < 0.5, before  # nothing learned yet
+    assert max(val) >= 0.95, val
+    assert max(val) - before >= 0.4, (before, val)
 
 
 def test_reward_rises_and_the_best_checkpoint_segments_the_test_split(learned):
-    run, log = learned
+    run, log, _ = learned
     reward = [float(r["mean_reward"]) for r in log]
-    assert reward[-1] > reward[0] + 0.02, reward
+    # The most an episode can earn: every background pixel zeroed once (+1), no foreground pixel
+    # zeroed; per pixel and step that is the background fraction / t_max. The gap to it shrinks.
+    masks = load_splits(run.parent / "data", SIZE)["train"].masks
+    best_possible = float((1 - masks).mean()) / 10
+    assert best_possible - reward[-1] <= (best_possible - reward[0]) / 3, (best_possible, reward)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n"] == 12
-    assert summary["mean"]["DICE"] >= 0.8, summary["mean"]
+    assert summary["mean"]["DICE"] >= 0.9, summary["mean"]
 
 
 # The recipe these defaults replaced: PixelRL's multi-step Eq. 8 with a learned kernel, π(keep) = 0.95
@@ -94,7 +104,7 @@ def test_greedy_inference_runs_the_steps_validation_picked_and_the_checkpoint_re
 
     assert pick_steps([0.5, 0.8, 0.8, 0.6]) == (0.8, 2)  # the earliest best step: fewer passes
     assert pick_steps([0.5, 0.8, 0.8, 0.6], infer_steps=4) == (0.6, 4)
-    run, log = learned
+    run, log, _ = learned
     best = max(log, key=lambda r: float(r["val_dice"]))
     ckpt = load_checkpoint(run / "checkpoint_best.pt")
     assert 1 <= ckpt["infer_steps"] <= 10 and ckpt["infer_steps"] == int(best["val_steps"])

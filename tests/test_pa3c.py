@@ -154,8 +154,8 @@ def test_one_step_returns_with_a_learned_kernel_weight_the_neighbours_values():
 
 
 def test_learned_kernel_stays_a_convex_combination_under_the_value_loss():
-    """The free kernel of Eq. 8 shrank its own target (weights' sum 1 → ≈ 0.1 in 400 updates);
-    the normalised one can only redistribute its weight between neighbours."""
+    """A free kernel of Eq. 8 lowers the value loss by shrinking its own target; the normalised
+    one can only redistribute its weight between neighbours."""
     torch.manual_seed(0)
     cfg = make_config("small", data="x", image_size=16, kernel="learned", returns="multi_step", lr=0.05)
     agent = Agent(cfg.net_config(), 3, kernel_mode="learned")

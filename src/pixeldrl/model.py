@@ -190,9 +190,9 @@ HEAD_INIT_STD = 0.1
 """Standard deviation of the policy and value output layers' initial weights (chosen).
 
 Small enough that π starts near 0.5 and V near 0, large enough that the gradient reaching the
-trunk — which passes through these weights — is not negligible: with 0.01 the `small` network
-trained with plain cross-entropy still predicted no foreground pixel after 120 updates (the
-class prior is learned first and the features barely move), with 0.1 its val Dice was 0.73."""
+trunk — which passes through these weights — is not negligible: with 0.01 no run of
+``benchmarks/learning.py`` learned anything in 240 updates (test Dice 0 for 3 seeds; the heads learn
+the class prior while the features barely move), with 0.1 the same recipe reached 0.84."""
 
 
 def init_actor_critic(net: nn.Module, head_std: float = HEAD_INIT_STD) -> None:
