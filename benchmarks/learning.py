@@ -130,7 +130,7 @@ def run_one(job) -> dict:
     train = splits["train"]
     curve, updates, t0 = [], 0, time.perf_counter()
     train_seconds = 0.0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, cfg.epochs + 1):
         t_epoch = time.perf_counter()
         for idx in epoch_batches(len(train), cfg.batch_size, shuffle_gen):
             images, masks = train.images[idx], train.masks[idx]
@@ -149,7 +149,7 @@ def run_one(job) -> dict:
                 pa3c_update(model, opt, images, masks, cfg, sample_gen)
             updates += 1
         train_seconds += time.perf_counter() - t_epoch
-        if epoch % eval_every == 0 or epoch == epochs:
+        if epoch % eval_every == 0 or epoch == cfg.epochs:
             row = {"epoch": epoch, "updates": updates, "train_seconds": train_seconds}
             for split in ("val", "test"):
                 row[split] = evaluate(model, splits[split], cfg.t_max, one_shot)
