@@ -137,22 +137,19 @@ class PixelRLAgent(Agent):
     and the same starting π(keep) (set through the policy output's bias, as ``Agent`` does)."""
 
     def __init__(self, in_channels: int = 1, kernel_size: int = 3, init_keep_prob: float | None = None,
-                 kernel_mode: str = "delta"):
-        super().__init__(None, kernel_size, init_keep_prob, net=PixelRLNet(in_channels), kernel_mode=kernel_mode)
+                 kernel_mode: str = "delta", head_init_std: float = HEAD_INIT_STD):
+        super().__init__(None, kernel_size, init_keep_prob, net=PixelRLNet(in_channels), kernel_mode=kernel_mode,
+                         head_init_std=head_init_std)
 
 
 def build_agent(cfg) -> Agent:
     """The PA3C agent a TrainConfig asks for: PixelDRL-MG (``pixeldrl``) or PixelRL (``pixelrl``)."""
     if cfg.model == "pixelrl":
-        agent = PixelRLAgent(cfg.in_channels, cfg.kernel_size, cfg.init_keep_prob, cfg.kernel)
-    elif cfg.model == "pixeldrl":
-        agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob, kernel_mode=cfg.kernel)
-    else:
-        raise InputError(f"--model {cfg.model}: not a PA3C model; choose one of {', '.join(PA3C_MODELS)}")
-    if cfg.head_init_std != HEAD_INIT_STD:
-        for out in (agent.net.policy.out, agent.net.value.out):
-            torch.nn.init.normal_(out.weight, std=cfg.head_init_std)
-    return agent
+        return PixelRLAgent(cfg.in_channels, cfg.kernel_size, cfg.init_keep_prob, cfg.kernel, cfg.head_init_std)
+    if cfg.model == "pixeldrl":
+        return Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob, kernel_mode=cfg.kernel,
+                     head_init_std=cfg.head_init_std)
+    raise InputError(f"--model {cfg.model}: not a PA3C model; choose one of {', '.join(PA3C_MODELS)}")
 
 
 def build_model(name: str, in_channels: int = 1, image_size: int | None = None, cfg=None) -> nn.Module:

@@ -195,16 +195,16 @@ trunk — which passes through these weights — is not negligible: with 0.01 no
 the class prior while the features barely move), with 0.1 the same recipe reached 0.84."""
 
 
-def init_actor_critic(net: nn.Module, head_std: float = HEAD_INIT_STD) -> None:
+def init_actor_critic(net: nn.Module) -> None:
     """He init for every conv of a policy/value network (``net.policy.out``, ``net.value.out``),
-    zero biases, and output layers of std ``head_std`` so both heads start near 0 (see
-    :data:`HEAD_INIT_STD` and ``PixelDRLNet._init_weights``)."""
+    zero biases, and output layers of std :data:`HEAD_INIT_STD` so both heads start near 0 (see
+    ``PixelDRLNet._init_weights``)."""
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             nn.init.zeros_(m.bias)
     for head_out in (net.policy.out, net.value.out):
-        nn.init.normal_(head_out.weight, std=head_std)
+        nn.init.normal_(head_out.weight, std=HEAD_INIT_STD)
 
 
 class PixelDRLNet(nn.Module):

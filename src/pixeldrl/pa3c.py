@@ -32,7 +32,7 @@ from torch import nn
 
 from . import env
 from .kernels import set_cpu_workarounds
-from .model import NetConfig, PixelDRLNet
+from .model import HEAD_INIT_STD, NetConfig, PixelDRLNet
 
 
 class ReturnKernel(nn.Module):
@@ -95,6 +95,7 @@ class ReturnKernel(nn.Module):
 class Agent(nn.Module):
     """All trainable parts: the PixelDRL-MG network and the return kernel.
 
+    ``head_init_std``: std of the policy and value output layers' initial weights (``model.HEAD_INIT_STD``).
     ``init_keep_prob``: ``None`` (default) keeps the network's own initialisation — small output
     weights, so π(keep) ≈ 0.5 with logits that already depend on the input. A number sets the
     policy's starting π(keep) through the bias of its output layer instead. That start was needed
@@ -104,11 +105,14 @@ class Agent(nn.Module):
     """
 
     def __init__(self, net_cfg: NetConfig | None, kernel_size: int = 3, init_keep_prob: float | None = None,
-                 net: nn.Module | None = None, kernel_mode: str = "delta"):
+                 net: nn.Module | None = None, kernel_mode: str = "delta", head_init_std: float = HEAD_INIT_STD):
         super().__init__()
         # ``net``: another network with the same interface (X → logits, V; ``policy.out`` conv), e.g. PixelRL's.
         self.net = net if net is not None else PixelDRLNet(net_cfg)
         self.return_kernel = ReturnKernel(kernel_size, kernel_mode)
+        if head_init_std != HEAD_INIT_STD:  # the network initialised them at HEAD_INIT_STD
+            for out in (self.net.policy.out, self.net.value.out):
+                nn.init.normal_(out.weight, std=head_init_std)
         if init_keep_prob is not None:
             if not 0 < init_keep_prob < 1:
                 raise ValueError(f"init_keep_prob must be in (0, 1), got {init_keep_prob}")
@@ -361,15 +365,14 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
     elif policy_gradient == "all_actions":
         if ro.p_keep is None or ro.gt is None:
             raise ValueError("all_actions needs a rollout that kept π(keep) and the ground truth")
-        with torch.no_grad():
-            v = ro.values.detach()
+        with torch.no_grad():  # Q and the baseline are targets
+            v = ro.values
             v_next = torch.cat([v[1:], ro.bootstrap.unsqueeze(0)])  # (T, B, H, W)
             kept_next = torch.cat([ro.alive[1:], ro.final_mask.unsqueeze(0)])  # alive at t+1
             q_zero = ro.alive * (1 - 2 * ro.gt.unsqueeze(0))  # Eq. 12 for zeroing a live pixel
             q_keep = gamma * torch.where(kept_next > 0, v_next, v) * ro.alive
             baseline = v * ro.alive
-        p_keep = ro.p_keep
-        policy_terms = -(p_keep * (q_keep - baseline) + (1 - p_keep) * (q_zero - baseline))
+        policy_terms = -(ro.p_keep * (q_keep - baseline) + (1 - ro.p_keep) * (q_zero - baseline))
     else:
         raise ValueError(f"policy_gradient must be sampled or all_actions, got {policy_gradient!r}")
     # Per step (T,), then summed over the steps (weighted when only some carry gradients).

@@ -102,7 +102,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log = _read_log(run_dir / "log.csv", start_epoch - 1)
 
-    def payload(epoch: int, best: float, steps: int) -> dict:  # steps: one forward pass, whatever they say
+    def payload(epoch: int, best: float, steps: int) -> dict:  # ``steps`` unused: a U-Net segments in one pass
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg.to_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs, "epoch": epoch,
                 "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state()}
