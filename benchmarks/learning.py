@@ -53,7 +53,16 @@ VARIANTS: dict[str, dict] = {
     "gamma0": dict(gamma=0.0),
     "gradsteps3": dict(grad_steps=3),
     "gradsteps3_e36": dict(grad_steps=3, epochs=36),  # about the recipe's training time at 20 epochs
-    "ce": dict(),  # supervised ceiling of the same network
+    "bn": dict(norm="batch"),
+    "cosine": dict(lr_schedule="cosine"),
+    "cosine_bn": dict(lr_schedule="cosine", norm="batch"),
+    "cos_b4": dict(lr_schedule="cosine", batch_size=4),  # the same epochs ≈ the same training time
+    "cos_gs3_e36": dict(lr_schedule="cosine", grad_steps=3, epochs=36),
+    "recipe_e20": dict(epochs=20),  # all steps for 20 epochs ≈ grad_steps 3 for 36
+    "ce_cosine": dict(lr_schedule="cosine"),
+    "ce": dict(),  # supervised ceiling of the same network (any variant named ce_*: of that variant's network)
+    "ce_bn": dict(norm="batch"),
+    "ce_nonorm": dict(norm="none"),
     "unet": dict(),  # MONAI U-Net, Dice + cross-entropy
 }
 BASE = dict(epochs=20, batch_size=8, lr=4e-3, lr_step=1000, lr_decay=1.0)  # the small preset's schedule
@@ -110,12 +119,13 @@ def run_one(job) -> dict:
     from pixeldrl.baselines import Segmenter, build_agent
     from pixeldrl.config import make_config
     from pixeldrl.data import load_splits
-    from pixeldrl.train import epoch_batches, pa3c_update
+    from pixeldrl.train import epoch_batches, make_scheduler, pa3c_update
 
     splits = load_splits(data, size)
     cfg = make_config("small", data=data, image_size=size, seed=seed, **{**BASE, "epochs": epochs, **overrides})
     torch.manual_seed(seed)
     one_shot = name == "unet"
+    supervised = one_shot or name == "ce" or name.startswith("ce_")
     if one_shot:
         from monai.losses import DiceCELoss
 
@@ -125,6 +135,7 @@ def run_one(job) -> dict:
         model = build_agent(cfg)
         model.set_fast_paths(None)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = make_scheduler(opt, cfg)
     shuffle_gen = torch.Generator().manual_seed(seed)
     sample_gen = torch.Generator().manual_seed(seed + 1)
     train = splits["train"]
@@ -134,7 +145,7 @@ def run_one(job) -> dict:
         t_epoch = time.perf_counter()
         for idx in epoch_batches(len(train), cfg.batch_size, shuffle_gen):
             images, masks = train.images[idx], train.masks[idx]
-            if name in ("ce", "unet"):
+            if supervised:
                 logits = model(images) if one_shot else model.forward_net(images)[0]
                 if one_shot:
                     loss = loss_fn(logits, masks.unsqueeze(1))
@@ -148,6 +159,7 @@ def run_one(job) -> dict:
             else:
                 pa3c_update(model, opt, images, masks, cfg, sample_gen)
             updates += 1
+        sched.step()
         train_seconds += time.perf_counter() - t_epoch
         if epoch % eval_every == 0 or epoch == cfg.epochs:
             row = {"epoch": epoch, "updates": updates, "train_seconds": train_seconds}

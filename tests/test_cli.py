@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from pixeldrl.cli import main
+from pixeldrl.errors import InputError
 from pixeldrl.metrics import METRIC_NAMES
 
 FAST = ["--preset", "small", "--epochs", "1", "--image-size", "16", "--batch-size", "2"]
@@ -391,6 +392,31 @@ def test_recipe_options_reach_the_run_and_its_checkpoint(tmp_path, capsys):
     agent, loaded = agent_from_checkpoint(run / "checkpoint_best.pt")
     assert loaded.infer_steps == 4 and agent.return_kernel.mode == "learned"
     assert int(read_log(run)[0]["val_steps"]) == 4
+
+
+@pytest.mark.parametrize("field,value,name", [("lr_schedule", "linear", "--lr-schedule"), ("norm", "layer", "norm")])
+def test_unknown_schedule_or_normalisation_in_a_config_is_refused(field, value, name):
+    from pixeldrl.config import make_config
+
+    with pytest.raises(InputError, match=name):
+        make_config("small", **{field: value})
+
+
+def test_schedule_and_normalisation_options_reach_the_run(tmp_path, capsys):
+    import torch
+
+    from pixeldrl.checkpoint import agent_from_checkpoint
+
+    run = tmp_path / "run"
+    rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST, "--out", run,
+                         "--epochs", "2", "--lr", "0.004", "--lr-schedule", "cosine", "--norm", "batch")
+    assert rc == 0, err
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["lr_schedule"], cfg["norm"]) == ("cosine", "batch")
+    # Half a cosine over the 2 epochs: the full rate, then half of it.
+    assert [float(r["lr"]) for r in read_log(run)] == pytest.approx([0.004, 0.002])
+    agent, _ = agent_from_checkpoint(run / "checkpoint_best.pt")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in agent.modules())
 
 
 # --------------------------------------------------------------------------- bad input: predict

@@ -66,11 +66,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per update (preset default)")
     p.add_argument("--image-size", type=int, help="side of the square the network sees (preset default)")
     p.add_argument("--lr", type=float, help="Adam learning rate (preset default)")
+    p.add_argument("--lr-schedule", choices=["step", "cosine"],
+                   help="step: ×0.9 every 25 epochs (paper preset); cosine: down to 0 over the run (small preset)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and actions")
     p.add_argument("--val-every", type=int, help="validate every N epochs (default 1)")
     p.add_argument("--no-sam", action="store_true", help="ablation: no self-attention module")
     p.add_argument("--no-dilation", action="store_true", help="ablation: no dilated convolutions")
+    p.add_argument("--norm", choices=["group", "batch", "none"],
+                   help="normalisation after every 3×3 conv of the PixelDRL-MG network (preset default)")
     p.add_argument("--augment", action="store_true", help="random flips of training slices (not in the paper)")
     r = p.add_argument_group("PA3C recipe (defaults: README, \"Training recipe\")")
     r.add_argument("--returns", choices=["one_step", "multi_step"],
@@ -134,7 +138,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         a.split_level = a.split_level or man.get("split_level")
         a.split_seed = man.get("split_seed") if a.split_seed is None else a.split_seed
     cfg = make_config(a.preset, model=a.model, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
-                      lr=a.lr, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
+                      lr=a.lr, lr_schedule=a.lr_schedule, norm=a.norm, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
                       augment=True if a.augment else None, amp=a.amp, compile=True if a.compile else None,
                       recompute=True if a.recompute else None,

@@ -108,6 +108,9 @@ class TrainConfig:
     """Step decay factor of the learning rate (paper: 0.9)."""
     lr_step: int = 25
     """Epochs between learning-rate decays (paper: 25)."""
+    lr_schedule: str = "step"
+    """``step`` (×``lr_decay`` every ``lr_step`` epochs, the paper's) or ``cosine`` (from ``lr`` down
+    towards 0 over the run's epochs, half a cosine; see ``train.make_scheduler``)."""
     grad_clip: float = 5.0
     """Clip the global gradient norm to this (0: off; chosen 5, the paper does not say)."""
     augment: bool = False
@@ -182,7 +185,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.head_init_std > 0, f"head_init_std must be > 0, got {cfg.head_init_std}"),
         (cfg.entropy_beta >= 0, f"--entropy-beta must be >= 0, got {cfg.entropy_beta}"),
         (cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1, f"kernel size must be odd, got {cfg.kernel_size}"),
-        (cfg.norm in ("group", "none"), f"norm must be group or none, got {cfg.norm!r}"),
+        (cfg.norm in ("group", "batch", "none"), f"norm must be group, batch or none, got {cfg.norm!r}"),
+        (cfg.lr_schedule in ("step", "cosine"), f"--lr-schedule must be step or cosine, got {cfg.lr_schedule!r}"),
         (cfg.returns in ("one_step", "multi_step"), f"returns must be one_step or multi_step, got {cfg.returns!r}"),
         (cfg.kernel in ("delta", "learned"), f"kernel must be delta or learned, got {cfg.kernel!r}"),
         (cfg.policy_gradient in ("sampled", "all_actions"),

@@ -185,8 +185,12 @@ def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -
     darkest" when zero is the bottom of the intensity range; with zero-mean inputs a zeroed pixel
     looks like an average one (a re-implementation lost ~0.09 DICE that way on brain MRI).
 
-    Each image is scaled on its own (per-image percentiles). If the two percentiles coincide (e.g.
-    a mostly-zero image with < 0.5 % bright pixels), the image's plain min and max are used
+    Each image is scaled on its own. The percentiles are taken over the pixels above the image's
+    minimum when it has a flat floor (skull-stripped MRI, a scanner's zero outside the field of
+    view, padding), as nnU-Net normalises MRI inside its nonzero mask: over all pixels, a slice that
+    is 97 % background would put its 99.5th percentile inside the tissue and clip the brightest
+    tissue class — the top slices of a brain, where white matter is a few small islands, lost their
+    contrast that way. If the two percentiles coincide, the image's plain min and max are used
     instead; a constant image maps to all zeros.
     """
     if not 0.0 <= low < high <= 100.0:
@@ -194,7 +198,10 @@ def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -
     a = np.asarray(img, dtype=np.float32)
     if a.size == 0:
         return a.copy()
-    lo, hi = (float(v) for v in np.percentile(a, [low, high]))
+    above_floor = a[a > a.min()]
+    # The floor is background when it covers a good part of the image; a few dark pixels are not.
+    sample = above_floor if a.size - above_floor.size >= 0.05 * a.size and above_floor.size >= 16 else a
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
     if not hi > lo:
         lo, hi = float(a.min()), float(a.max())
     if not hi > lo:

@@ -85,14 +85,16 @@ def net_config(preset: str, **overrides) -> NetConfig:
 
 
 class ConvReLU(nn.Sequential):
-    """3×3 convolution (dilation d, 'same' padding) [+ GroupNorm] + ReLU."""
+    """3×3 convolution (dilation d, 'same' padding) [+ GroupNorm / BatchNorm] + ReLU."""
 
     def __init__(self, c_in: int, c_out: int, dilation: int = 1, norm: str = "none"):
         layers = [Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation)]
         if norm == "group":
             layers.append(GroupNorm(math.gcd(8, c_out), c_out))
+        elif norm == "batch":
+            layers.append(nn.BatchNorm2d(c_out))
         elif norm != "none":
-            raise ValueError(f"unknown norm {norm!r}; choose none or group")
+            raise ValueError(f"unknown norm {norm!r}; choose none, group or batch")
         super().__init__(*layers, nn.ReLU(inplace=True))
 
 

@@ -31,7 +31,7 @@ from .config import SUPERVISED_MODELS, TrainConfig, validate
 from .data import SliceDataset
 from .protocol import load_dataset
 from .errors import InputError
-from .train import (_flip, _read_log, _write_json, batch_dice, default_run_dir, finish_run, record_epoch,
+from .train import (_flip, _read_log, _write_json, batch_dice, default_run_dir, finish_run, make_scheduler, record_epoch,
                     validate_dice)
 
 
@@ -87,7 +87,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     model = Segmenter(cfg.model, **model_kwargs).to(device)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+    sched = make_scheduler(opt, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best = 1, -1.0
     if resume:

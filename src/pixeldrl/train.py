@@ -132,6 +132,18 @@ def pa3c_update(agent: Agent, opt: torch.optim.Optimizer, images: torch.Tensor, 
     return stats.tolist(), batch_dice(final_mask > 0, masks)  # one host sync per update, for the log
 
 
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of ``cfg.lr_schedule``, stepped once after every epoch.
+
+    ``step``: ×``lr_decay`` every ``lr_step`` epochs (the paper's). ``cosine``: epoch e (0-based)
+    runs at ``lr · ½(1 + cos(π·e/epochs))``, so the last epochs take small steps; the schedule is a
+    function of the epoch alone, so a resumed run continues it exactly.
+    """
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)))
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+
+
 def epoch_batches(n: int, batch_size: int, shuffle_gen: torch.Generator) -> list[torch.Tensor]:
     """The epoch's shuffled index batches (the last one may be short)."""
     order = torch.randperm(n, generator=shuffle_gen)
@@ -270,7 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     agent = build_agent(cfg).to(device)  # PixelDRL-MG, or PixelRL's network (baselines.py)
     agent.set_fast_paths(cfg.channels_last, cfg.amp, cfg.compile, cfg.recompute)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+    sched = make_scheduler(opt, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
     start_epoch, best, steps = 1, -1.0, cfg.infer_steps or cfg.t_max
