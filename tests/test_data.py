@@ -178,6 +178,28 @@ def test_normalize_intensity_range_and_percentiles():
     np.testing.assert_allclose(mm, [[0, 0.25], [0.5, 1.0]])
 
 
+def test_normalize_intensity_ignores_a_flat_background_floor():
+    # A skull-stripped slice that is 97 % background: tissue 100..200 on a floor of 0. Over all pixels
+    # the 99.5th percentile would fall inside the tissue and clip its brightest class; over the
+    # tissue it sits near its top, as on a slice where the brain fills the image.
+    rng = np.random.default_rng(0)
+    a = np.zeros((100, 100), dtype=np.float32)
+    tissue = rng.uniform(100, 200, 300).astype(np.float32)
+    a.flat[rng.choice(a.size, 300, replace=False)] = tissue
+    out = normalize_intensity(a)
+    lo, hi = np.percentile(tissue, [0.5, 99.5])
+    assert hi > np.percentile(a, 99.5)  # the all-pixel percentile is lower: it would clip more tissue
+    on = a > 0
+    np.testing.assert_allclose(out[on], np.clip((a[on] - lo) / (hi - lo), 0, 1), atol=1e-6)
+    assert (out[~on] == 0).all()  # the floor reads as removed / darkest
+    assert (out[on] == 1).sum() <= 2  # only the top 0.5 % of the tissue saturates
+    # A few dark pixels are no floor: an image with 2 % of them keeps the all-pixel percentiles.
+    b = np.arange(1000, dtype=np.float32).reshape(25, 40)
+    b.flat[:20] = 0
+    lo, hi = np.percentile(b, [0.5, 99.5])
+    np.testing.assert_allclose(normalize_intensity(b), np.clip((b - lo) / (hi - lo), 0, 1), atol=1e-6)
+
+
 def test_normalize_intensity_constant_and_sparse():
     np.testing.assert_array_equal(normalize_intensity(np.full((4, 4), 7.0)), np.zeros((4, 4)))
     # fewer than 0.5 % bright pixels: percentiles coincide, falls back to min-max

@@ -44,7 +44,7 @@ def learned(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("learning")
     write_disks(root / "data", n=64, seed=0)
     cfg = make_config("small", data=str(root / "data"), out=str(root / "run"), image_size=SIZE, epochs=16,
-                      batch_size=8, lr=2e-3, lr_step=1000, seed=0)
+                      batch_size=8, lr=2e-3, lr_schedule="step", lr_step=1000, seed=0)
     # The untrained agent (the same seed gives train's initial weights), scored as validation scores.
     torch.manual_seed(cfg.seed)
     before, _ = validate_dice(build_agent(cfg), load_splits(cfg.data, SIZE)["val"], cfg.t_max, torch.device("cpu"))
@@ -83,7 +83,7 @@ OLD_RECIPE = dict(returns="multi_step", kernel="learned", init_keep_prob=0.95, a
 
 def val_curve(root: Path, name: str, **overrides) -> list[float]:
     cfg = make_config("small", data=str(root / "data"), out=str(root / name), image_size=SIZE, epochs=6,
-                      batch_size=8, lr=2e-3, lr_step=1000, seed=0, **overrides)
+                      batch_size=8, lr=2e-3, lr_schedule="step", lr_step=1000, seed=0, **overrides)
     run = train(cfg, progress=False, evaluate_test=False)
     with open(run / "log.csv", newline="") as f:
         return [float(r["val_dice"]) for r in csv.DictReader(f)]
