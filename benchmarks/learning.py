@@ -36,7 +36,7 @@ OLD = dict(returns="multi_step", kernel="learned", init_keep_prob=0.95, alive_on
            head_init_std=0.01, batch_size=2, lr=2e-3)
 VARIANTS: dict[str, dict] = {
     "recipe": {},
-    "constant": dict(lr_schedule="step"),  # ×0.9 every 25 epochs: a constant rate within 20 epochs
+    "cosine": dict(lr_schedule="cosine"),
     "old": OLD,
     "multistep": dict(returns="multi_step"),
     "keep95": dict(init_keep_prob=0.95),
@@ -61,9 +61,7 @@ VARIANTS: dict[str, dict] = {
     "ce_nonorm": dict(norm="none"),
     "unet": dict(),  # MONAI U-Net, Dice + cross-entropy
 }
-# The small preset's schedule. The 64² rounds ran with a constant rate: ``--set lr_schedule=step``
-# (×0.9 every 25 epochs: constant within 20) gives it back.
-BASE = dict(epochs=20, batch_size=8, lr=4e-3, lr_schedule="cosine")
+BASE = dict(epochs=20, batch_size=8, lr=4e-3, lr_step=1000, lr_decay=1.0)  # the small preset's schedule
 
 
 def _metrics(pred, gt):
