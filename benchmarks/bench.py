@@ -32,9 +32,9 @@ import time
 import torch
 from machine import cpu_name
 
-from pixeldrl import env
-from pixeldrl.model import net_config
-from pixeldrl.pa3c import Agent, pa3c_losses, rollout
+from pixeldrl.rl import env
+from pixeldrl.nets.pixeldrl_mg import net_config
+from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
 
 
 def device_name(device: torch.device) -> str:

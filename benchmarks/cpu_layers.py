@@ -1,4 +1,4 @@
-"""Milliseconds per layer (forward + backward) on CPU, by layout and dtype: why ``pixeldrl.kernels`` exists.
+"""Milliseconds per layer (forward + backward) on CPU, by layout and dtype: why ``pixeldrl.nets.kernels`` exists.
 
     python benchmarks/cpu_layers.py [--threads 1] [--batch 1]
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from machine import cpu_name
 
-from pixeldrl.kernels import Conv2d, GroupNorm, upsample
+from pixeldrl.nets.kernels import Conv2d, GroupNorm, upsample
 
 CL = torch.channels_last
 # (C_in, C_out, size, dilation): the small preset's trunk and head convolutions at 128×128

@@ -5,7 +5,7 @@
 The demo's update (``small`` preset, batch 2, 128², t_max 10: rollout, losses, backward, Adam) for
 each path below; the paths take turns (``--rounds`` rounds of 3 updates each, median reported), so a
 shared machine's drifts hit all of them alike. ``plain`` is the straightforward version (NCHW, float32,
-stock kernels). ``-nogn`` / ``-noup`` switch off one workaround of ``pixeldrl.kernels`` (GroupNorm
+stock kernels). ``-nogn`` / ``-noup`` switch off one workaround of ``pixeldrl.nets.kernels`` (GroupNorm
 through the NCHW kernel; resizing on channels-last tensors), to show what each contributes.
 """
 
@@ -20,10 +20,10 @@ import torch
 from machine import cpu_name
 
 from pixeldrl.config import make_config
-from pixeldrl.demo import DEMO_TRAIN
-from pixeldrl.kernels import GroupNorm
-from pixeldrl.model import DilatedHead, net_config
-from pixeldrl.pa3c import Agent, draw_uniforms, episode_losses
+from pixeldrl.experiments.demo import DEMO_TRAIN
+from pixeldrl.nets.kernels import GroupNorm
+from pixeldrl.nets.pixeldrl_mg import DilatedHead, net_config
+from pixeldrl.rl.pa3c import Agent, draw_uniforms, episode_losses
 
 # name → (set_fast_paths arguments, workarounds switched off afterwards)
 PATHS: dict[str, tuple[dict, tuple[str, ...]]] = {

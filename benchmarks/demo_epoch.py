@@ -2,7 +2,7 @@
 
     python benchmarks/demo_epoch.py [--data DIR] [--epochs 4] [--repeats 1] [--variants plain cl bf16 shards2 ...]
 
-Trains the demo's configuration (``pixeldrl.demo.DEMO_TRAIN``: ``small`` preset, 128×128, batch 2)
+Trains the demo's configuration (``pixeldrl.experiments.demo.DEMO_TRAIN``: ``small`` preset, 128×128, batch 2)
 on the demo slices (written to DIR if missing) for a few epochs per variant and prints seconds per
 epoch from each run's ``log.csv`` and the speed-up over ``plain``. Validation is switched off so the
 epoch is pure training; the first epoch (process start-up, one-off allocation) and the last (which
@@ -31,9 +31,9 @@ import torch
 from machine import cpu_name
 
 from pixeldrl.config import make_config
-from pixeldrl.demo import DEMO_TRAIN
-from pixeldrl.demo_data import make_demo_dataset
-from pixeldrl.train import train
+from pixeldrl.experiments.demo import DEMO_TRAIN
+from pixeldrl.data.demo import make_demo_dataset
+from pixeldrl.training.train import train
 
 # name → (TrainConfig overrides, torchrun ranks or 0). Everything not named is the demo's setting.
 VARIANTS: dict[str, tuple[dict, int]] = {

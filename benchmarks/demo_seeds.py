@@ -2,7 +2,7 @@
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 [--out /tmp/demo_seeds] [--keep benchmarks/results/demo_seeds]
 
-Each seed runs ``pixeldrl.demo.run_demo`` into its own folder, one after the other (timed: the
+Each seed runs ``pixeldrl.experiments.demo.run_demo`` into its own folder, one after the other (timed: the
 demo's wall time includes writing the data, training, validation, the test evaluation and the
 figures). Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
 settings (same split, epochs, batch size, learning rate) for each seed. Prints a table of test
@@ -21,8 +21,8 @@ import numpy as np
 from machine import cpu_name
 
 from pixeldrl.config import make_config
-from pixeldrl.demo import DEMO_TRAIN, run_demo
-from pixeldrl.train import train
+from pixeldrl.experiments.demo import DEMO_TRAIN, run_demo
+from pixeldrl.training.train import train
 
 KEYS = ("DICE", "PPV", "SEN", "IoU", "BIoU", "HD95")
 

@@ -2,7 +2,7 @@
 
     python benchmarks/demo_variant.py --workers 2 --amp bf16 [--out DIR] [--keep benchmarks/results/NAME]
 
-Writes the demo slices to runs/demo_data (if missing), trains ``pixeldrl.demo.DEMO_TRAIN`` with the
+Writes the demo slices to runs/demo_data (if missing), trains ``pixeldrl.experiments.demo.DEMO_TRAIN`` with the
 given options into DIR, and prints the wall time and the test split's metrics; ``--keep`` copies the
 run's ``config.json``, ``log.csv`` and ``summary.json`` (plus ``wall.txt``) into a results folder. It
 answers "does the faster configuration still learn as well?", which the per-epoch timings of
@@ -21,9 +21,9 @@ import torch
 from machine import cpu_name
 
 from pixeldrl.config import make_config
-from pixeldrl.demo import DEMO_TRAIN
-from pixeldrl.demo_data import make_demo_dataset
-from pixeldrl.train import train
+from pixeldrl.experiments.demo import DEMO_TRAIN
+from pixeldrl.data.demo import make_demo_dataset
+from pixeldrl.training.train import train
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 # One prepared GPU session (about 9 minutes): the benchmark's fast paths at the paper preset, 256²,
 # then a short training on the demo slices; everything logged under $OUT (or ./gpu_out). Run from
 # the repository root on a CUDA machine whose Python has torch; wheels of missing packages may be
-# put in .whl/ and the demo data set in .gpu/demo_data (pixeldrl.demo_data.make_demo_dataset).
+# put in .whl/ and the demo data set in .gpu/demo_data (pixeldrl.data.demo.make_demo_dataset).
 set -uo pipefail
 source benchmarks/gpu_env.sh
 B="python3 benchmarks/bench.py --device cuda --repeats 3"

@@ -2,7 +2,7 @@
 
     python benchmarks/intensity.py --seeds 0 1 2 --jobs 2 --out benchmarks/results/intensity_128
 
-The demo's slices are skull-stripped (zero outside the brain). ``pixeldrl.data.normalize_intensity``
+The demo's slices are skull-stripped (zero outside the brain). ``pixeldrl.data.folder.normalize_intensity``
 takes its 0.5 / 99.5 percentiles over the pixels above such a floor; the alternative takes them over
 all pixels, which on a slice that is 97 % background puts the 99.5th percentile inside the tissue.
 Both are compared by what the same ``small`` network learns from them with cross-entropy (its
@@ -42,11 +42,11 @@ def run_one(job) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    import pixeldrl.data as D
-    from pixeldrl.baselines import build_agent
+    import pixeldrl.data.folder as D
+    from pixeldrl.models import build_agent
     from pixeldrl.config import make_config
     from pixeldrl.metrics import dice
-    from pixeldrl.train import epoch_batches, make_scheduler
+    from pixeldrl.training.train import epoch_batches, make_scheduler
 
     if mode == "all_pixels":
         D.normalize_intensity = all_pixel_percentiles  # load_splits reads it from the module
@@ -94,7 +94,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/intensity")
     a = p.parse_args()
     from machine import cpu_name
-    from pixeldrl.demo_data import make_demo_dataset
+    from pixeldrl.data.demo import make_demo_dataset
 
     data = a.data or f"/tmp/pixeldrl_learning_data_{a.size}"
     make_demo_dataset(data, size=a.size)

@@ -75,7 +75,7 @@ def evaluate(model, ds, t_max: int, one_shot: bool) -> dict:
     import numpy as np
     import torch
 
-    from pixeldrl import env
+    from pixeldrl.rl import env
     from pixeldrl.predict import segment
 
     model.eval()
@@ -112,10 +112,10 @@ def run_one(job) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pixeldrl.baselines import Segmenter, build_agent
+    from pixeldrl.models import Segmenter, build_agent
     from pixeldrl.config import make_config
-    from pixeldrl.data import load_splits
-    from pixeldrl.train import epoch_batches, make_scheduler, pa3c_update
+    from pixeldrl.data.folder import load_splits
+    from pixeldrl.training.train import epoch_batches, make_scheduler, pa3c_update
 
     splits = load_splits(data, size)
     cfg = make_config("small", data=data, image_size=size, seed=seed, **{**BASE, "epochs": epochs, **overrides})
@@ -254,7 +254,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     from machine import cpu_name
-    from pixeldrl.demo_data import make_demo_dataset
+    from pixeldrl.data.demo import make_demo_dataset
 
     data = a.data or f"/tmp/pixeldrl_learning_data_{a.size}"
     counts = make_demo_dataset(data, size=a.size)

@@ -22,9 +22,9 @@ import torch
 
 
 def one_update(preset: str, size: int, batch: int, device: str, recompute: bool) -> dict:
-    from pixeldrl import env
-    from pixeldrl.model import net_config
-    from pixeldrl.pa3c import Agent, pa3c_losses, rollout
+    from pixeldrl.rl import env
+    from pixeldrl.nets.pixeldrl_mg import net_config
+    from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
 
     dev = torch.device(device)
     torch.manual_seed(0)

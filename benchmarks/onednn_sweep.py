@@ -6,7 +6,7 @@ Each run draws shuffled (C_in, C_out, size, dilation, kernel, batch) combination
 C_out 1–64, 8²–128², dilation 1/2/4, 3×3 and 1×1, batch 1–2 — and calls one backward kernel of
 ``aten.convolution_backward`` on each, in a child process so that a segfault ends only that run. The
 table gives, per kernel and seed, "clean" with the number of draws, or the draw and shape that
-crashed. This is the evidence behind ``pixeldrl.kernels.Conv2d`` computing bf16 weight gradients
+crashed. This is the evidence behind ``pixeldrl.nets.kernels.Conv2d`` computing bf16 weight gradients
 in float32 (torch 2.13.0+cpu on an AMD EPYC with AVX512-BF16: the channels-last bf16 weight gradient
 crashed after 1, 59 and 75 draws in seeds 1–3; the other kernels ran clean).
 """

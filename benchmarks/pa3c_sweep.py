@@ -2,8 +2,8 @@
 
     python benchmarks/pa3c_sweep.py DATA_DIR [--device cuda] [--epochs 20] [--jobs 10] [--only NAME ...]
 
-DATA_DIR: a folder written by ``pixeldrl.demo_data.make_demo_dataset`` (``pixeldrl demo`` writes one
-to ``OUT/data``). Each setting is the demo's training config (``pixeldrl.demo.DEMO_TRAIN``) with the
+DATA_DIR: a folder written by ``pixeldrl.data.demo.make_demo_dataset`` (``pixeldrl demo`` writes one
+to ``OUT/data``). Each setting is the demo's training config (``pixeldrl.experiments.demo.DEMO_TRAIN``) with the
 overrides in ``RUNS``; the table gives the validation Dice (greedy) after every epoch and the best.
 On one GPU the settings share the card; on CPU give each process one thread (``--jobs`` ≤ cores).
 """
@@ -33,8 +33,8 @@ def one(args):
 
     torch.set_num_threads(1)
     from pixeldrl.config import make_config
-    from pixeldrl.demo import DEMO_TRAIN
-    from pixeldrl.train import train
+    from pixeldrl.experiments.demo import DEMO_TRAIN
+    from pixeldrl.training.train import train
 
     t0 = time.time()
     kw = {**DEMO_TRAIN, "epochs": epochs, **RUNS[name]}

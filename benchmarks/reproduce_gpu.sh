@@ -4,7 +4,7 @@
 # written by two at once): table2 then robustness; table3; table4. Everything but the checkpoints
 # is packed into $OUT/results.tgz. Run from the repository root on a machine whose Python has
 # torch; wheels of missing packages (monai) may be put in .whl/, the demo data set in
-# runs/demo_data (python -c "from pixeldrl.demo_data import make_demo_dataset as m; m('runs/demo_data')").
+# runs/demo_data (python -c "from pixeldrl.data.demo import make_demo_dataset as m; m('runs/demo_data')").
 set -uo pipefail
 source benchmarks/gpu_env.sh
 DATA=${DATA:-runs/demo_data}

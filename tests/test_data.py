@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixeldrl.data import (
+from pixeldrl.data.folder import (
     Pair,
     SliceDataset,
     find_pairs,
@@ -13,7 +13,7 @@ from pixeldrl.data import (
     to_network,
 )
 from pixeldrl.errors import InputError
-from pixeldrl.imageio import read_image, write_image_uint16, write_mask
+from pixeldrl.data.images import read_image, write_image_uint16, write_mask
 
 
 def _make(folder, names, shape=(6, 8), img_ext=".png", mask_ext=".png", seed=0):

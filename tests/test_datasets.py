@@ -16,10 +16,10 @@ import torch
 from pixeldrl.cli import main
 from pixeldrl.config import TrainConfig
 from pixeldrl.errors import InputError
-from pixeldrl.layouts import detect_format, list_cases, read_case
-from pixeldrl.prepare import open_store, prepare
-from pixeldrl.protocol import Protocol, assign_splits, cut_volumes, k_shot_indices, load_dataset
-from pixeldrl.volumes import normalize_volume, read_nifti, write_nifti_mask
+from pixeldrl.data.layouts import detect_format, list_cases, read_case
+from pixeldrl.data.store import open_store, prepare
+from pixeldrl.data.protocol import Protocol, assign_splits, cut_volumes, k_shot_indices, load_dataset
+from pixeldrl.data.volumes import normalize_volume, read_nifti, write_nifti_mask
 from synth_datasets import (AFFINE, FG_SLICES, SHAPE, make_lgg, make_msd, make_nnunet, make_nnunet_png,
                             make_paired, save_nifti, volume)
 
@@ -156,7 +156,7 @@ def test_folder_format_unchanged_and_k_shot(tmp_path):
         for sub, arr in (("images", np.clip(img[..., 2], 0, 255).astype(np.uint8)), ("masks", lab[..., 2] * 255)):
             (tmp_path / sub).mkdir(exist_ok=True)
             Image.fromarray(arr.astype(np.uint8)).save(tmp_path / sub / f"s{k}.png")
-    from pixeldrl.data import load_splits
+    from pixeldrl.data.folder import load_splits
 
     old = load_splits(tmp_path, 16, 0)
     new = load_dataset(cfg_for(tmp_path))
@@ -208,11 +208,11 @@ def test_store_of_another_version_is_refused(tmp_path, capsys):
 
 
 def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
-    import pixeldrl.protocol
+    import pixeldrl.data.protocol
 
     root = make_paired(tmp_path / "raw")
     out = tmp_path / "out" / "prep"
-    real_read, calls = pixeldrl.protocol.read_case, []
+    real_read, calls = pixeldrl.data.protocol.read_case, []
 
     def interrupted(case):  # Ctrl-C while the second case is read, after the first was written
         calls.append(case)
@@ -220,7 +220,7 @@ def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_read(case)
 
-    monkeypatch.setattr(pixeldrl.protocol, "read_case", interrupted)
+    monkeypatch.setattr(pixeldrl.data.protocol, "read_case", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(root, out, Protocol(image_size=16), progress=False)
     assert len(calls) == 2 and list(out.parent.iterdir()) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 
-from pixeldrl.demo import run_demo
+from pixeldrl.experiments.demo import run_demo
 
 
 def test_demo_trains_evaluates_draws_and_a_second_call_only_evaluates(tmp_path, capsys):

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-import pixeldrl.demo_data as demo
-from pixeldrl.data import find_pairs, load_splits
+import pixeldrl.data.demo as demo
+from pixeldrl.data.folder import find_pairs, load_splits
 from pixeldrl.errors import InputError
-from pixeldrl.imageio import read_image, read_mask
-from pixeldrl.demo_data import MANIFEST, PATTERN, block_split, make_demo_dataset, template_paths
+from pixeldrl.data.images import read_image, read_mask
+from pixeldrl.data.demo import MANIFEST, PATTERN, block_split, make_demo_dataset, template_paths
 
 SPLITS = ("train", "val", "test")
 

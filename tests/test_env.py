@@ -2,7 +2,7 @@
 
 import torch
 
-from pixeldrl import env
+from pixeldrl.rl import env
 
 
 def test_initial_mask_is_all_ones_and_observation_masks_every_channel():

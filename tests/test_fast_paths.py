@@ -9,12 +9,12 @@ import copy
 import pytest
 import torch
 
-from pixeldrl import env
+from pixeldrl.rl import env
 from pixeldrl.config import make_config
 from pixeldrl.errors import InputError
-from pixeldrl.kernels import Conv2d, GroupNorm, upsample
-from pixeldrl.model import net_config
-from pixeldrl.pa3c import Agent, pa3c_losses, rollout
+from pixeldrl.nets.kernels import Conv2d, GroupNorm, upsample
+from pixeldrl.nets.pixeldrl_mg import net_config
+from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
 from pixeldrl.predict import segment
 
 

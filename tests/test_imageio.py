@@ -6,7 +6,7 @@ import tifffile
 from PIL import Image
 
 from pixeldrl.errors import InputError
-from pixeldrl.imageio import (
+from pixeldrl.data.images import (
     IMAGE_EXTENSIONS,
     is_image_file,
     read_image,

@@ -2,7 +2,7 @@
 
 A folder dataset of bright disks on a noisy dark background (PNG, the core folder format) is
 easy for a segmenter but not for a constant policy: keeping every pixel scores Dice ≈ 0.2 and
-zeroing every pixel scores 0. Training goes through :func:`pixeldrl.train.train`, the same code
+zeroing every pixel scores 0. Training goes through :func:`pixeldrl.training.train.train`, the same code
 path as ``pixeldrl train``, and the assertions read the run's own log and test summary.
 """
 
@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pixeldrl.baselines import build_agent
+from pixeldrl.models import build_agent
 from pixeldrl.config import make_config
-from pixeldrl.data import load_splits
-from pixeldrl.train import train, validate_dice
+from pixeldrl.data.folder import load_splits
+from pixeldrl.training.train import train, validate_dice
 
 SIZE = 32
 
@@ -99,8 +99,8 @@ def test_the_recipe_learns_in_24_updates_where_the_old_one_keeps_every_pixel(tmp
 
 
 def test_greedy_inference_runs_the_steps_validation_picked_and_the_checkpoint_records_them(learned):
-    from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint
-    from pixeldrl.train import pick_steps
+    from pixeldrl.training.checkpoint import agent_from_checkpoint, load_checkpoint
+    from pixeldrl.training.train import pick_steps
 
     assert pick_steps([0.5, 0.8, 0.8, 0.6]) == (0.8, 2)  # the earliest best step: fewer passes
     assert pick_steps([0.5, 0.8, 0.8, 0.6], infer_steps=4) == (0.6, 4)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pixeldrl.model import PixelDRLNet, count_parameters, net_config
+from pixeldrl.nets.pixeldrl_mg import PixelDRLNet, count_parameters, net_config
 
 
 def test_paper_preset_has_7_14_million_parameters():

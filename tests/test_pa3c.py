@@ -4,10 +4,10 @@ import math
 
 import torch
 
-from pixeldrl import env
-from pixeldrl.model import net_config
+from pixeldrl.rl import env
+from pixeldrl.nets.pixeldrl_mg import net_config
 from pixeldrl.config import make_config
-from pixeldrl.pa3c import Agent, ReturnKernel, Rollout, nstep_returns, one_step_returns, pa3c_losses, rollout
+from pixeldrl.rl.pa3c import Agent, ReturnKernel, Rollout, nstep_returns, one_step_returns, pa3c_losses, rollout
 
 
 def naive_returns(rewards, bootstrap, gamma, w):
@@ -205,7 +205,7 @@ def test_all_actions_policy_gradient_on_hand_made_numbers():
 
 def test_back_propagating_through_some_steps_gives_those_steps_weighted_gradient():
     """grad_steps: the steps without a graph change nothing but which terms carry gradients."""
-    from pixeldrl.pa3c import draw_grad_steps, draw_uniforms
+    from pixeldrl.rl.pa3c import draw_grad_steps, draw_uniforms
 
     torch.manual_seed(0)
     agent = Agent(net_config("small"), 3)

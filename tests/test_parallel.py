@@ -18,10 +18,10 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from pixeldrl.config import make_config
-from pixeldrl.data import SliceDataset
-from pixeldrl.pa3c import Agent, pa3c_losses, rollout
-from pixeldrl.parallel import AsyncWorkers, ShardThreads, average_gradients, shard_batches
-from pixeldrl.train import epoch_batches, pa3c_update, train_epoch
+from pixeldrl.data.folder import SliceDataset
+from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
+from pixeldrl.training.parallel import AsyncWorkers, ShardThreads, average_gradients, shard_batches
+from pixeldrl.training.train import epoch_batches, pa3c_update, train_epoch
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -19,9 +19,9 @@ import torch
 
 from pixeldrl.cli import main
 from pixeldrl.config import MODELS, make_config
-from pixeldrl.corrupt import CORRUPTIONS, Corruption, corrupt, intensity_spread
+from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt, intensity_spread
 from pixeldrl.metrics import METRIC_NAMES
-from pixeldrl.reproduce import LABELS, experiment_rows, k_shot_subset
+from pixeldrl.experiments.reproduce import LABELS, experiment_rows, k_shot_subset
 
 from test_cli import RUN_FILES, make_dataset, run_cli
 
@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, data, tmp_path, args, message)
 def test_supervised_baselines_train_and_improve(data, tmp_path, model):
     cfg = make_config("small", model=model, data=str(data), image_size=64, batch_size=4, epochs=4,
                       out=str(tmp_path / model), lr=3e-3)
-    from pixeldrl.train import train
+    from pixeldrl.training.train import train
 
     run = train(cfg, progress=False)
     for f in RUN_FILES:
@@ -250,8 +250,8 @@ def test_table4_on_volumes_uses_the_protocols_k_shot(tmp_path):
     """Non-folder layouts (here MSD NIfTI) get k training slices through TrainConfig.k_shot."""
     from synth_datasets import make_msd
 
-    from pixeldrl.protocol import load_dataset
-    from pixeldrl.reproduce import Row, Settings, run_config
+    from pixeldrl.data.protocol import load_dataset
+    from pixeldrl.experiments.reproduce import Row, Settings, run_config
 
     data = make_msd(tmp_path / "Task02_Heart", n=4)
     s = Settings(data=str(data), preset="small", image_size=16, epochs=1, seeds=1)

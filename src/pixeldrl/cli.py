@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from pixeldrl.errors import InputError
 
 
 def _int_list(text: str) -> list[int]:
@@ -38,7 +38,7 @@ def _window(text: str) -> tuple[float, float]:
 
 
 def _add_protocol_args(p: argparse.ArgumentParser, prepared_ok: bool = True) -> None:
-    """The data-protocol options shared by train and prepare (see pixeldrl.protocol)."""
+    """The data-protocol options shared by train and prepare (see pixeldrl.data.protocol)."""
     formats = ["auto", "msd", "nnunet", "lgg", "paired", "folder"] + (["prepared"] if prepared_ok else [])
     p.add_argument("--format", choices=formats, help="dataset layout (default: detected)")
     p.add_argument("--labels", type=_int_list,
@@ -104,10 +104,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .checkpoint import resolve_device
-    from .config import make_config
-    from .metrics import format_table
-    from .train import train
+    from pixeldrl.training.checkpoint import resolve_device
+    from pixeldrl.config import make_config
+    from pixeldrl.metrics import format_table
+    from pixeldrl.training.train import train
 
     if not Path(a.data).is_dir():
         raise InputError(f"{a.data}: no such dataset folder")
@@ -115,7 +115,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise InputError(f"--out {a.out}: exists and is not a folder")
     if a.resume and a.out and (Path(a.out) / "config.json").is_file():
         # Resume with the run's own settings; only the epoch budget and the device may change.
-        from .config import TrainConfig, validate
+        from pixeldrl.config import TrainConfig, validate
 
         try:
             cfg = TrainConfig.from_dict(json.loads((Path(a.out) / "config.json").read_text()))
@@ -132,7 +132,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     manifest = Path(a.data) / "manifest.json"
     if manifest.is_file() and (a.split_level is None or a.split_seed is None):
         # A prepared store: split as prepare recorded, unless the options say otherwise.
-        from .prepare import open_store
+        from pixeldrl.data.store import open_store
 
         man = open_store(a.data).manifest
         a.split_level = a.split_level or man.get("split_level")
@@ -153,7 +153,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                       grad_steps=a.grad_steps)
     resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
     run_dir = train(cfg, resume=a.resume)
-    from .parallel import dist_env
+    from pixeldrl.training.parallel import dist_env
 
     if dist_env()[0] != 0:
         return 0  # torchrun: rank 0 reports
@@ -165,9 +165,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
-    from .prepare import open_store, prepare
-    from .protocol import Protocol
-    from .volumes import DEFAULT_CT_WINDOW
+    from pixeldrl.data.store import open_store, prepare
+    from pixeldrl.data.protocol import Protocol
+    from pixeldrl.data.volumes import DEFAULT_CT_WINDOW
 
     proto = Protocol(a.format or "auto", a.labels, a.channels, 2 if a.axis is None else a.axis, a.keep_empty,
                      a.modality or "auto", a.ct_window or DEFAULT_CT_WINDOW, a.image_size)
@@ -183,7 +183,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from .predict import predict_files
+    from pixeldrl.predict import predict_files
 
     written = predict_files(a.checkpoint, a.inputs, a.out, save_steps=a.save_steps, device=a.device,
                             batch_size=a.batch_size, overwrite=a.overwrite)
@@ -192,8 +192,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint, evaluate_folders, write_result
-    from .metrics import format_table
+    from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders, write_result
+    from pixeldrl.metrics import format_table
 
     if a.csv and Path(a.csv).suffix.lower() != ".csv":
         # The JSON goes beside it with the suffix swapped: any other name would be overwritten.
@@ -222,12 +222,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from .model import PRESETS, PixelDRLNet, count_parameters, net_config
+    from pixeldrl.nets.pixeldrl_mg import PRESETS, PixelDRLNet, count_parameters, net_config
 
     if a.preset not in PRESETS:
         raise InputError(f"--preset {a.preset}: unknown preset; choose one of {sorted(PRESETS)}")
     if a.model != "pixeldrl":
-        from .baselines import check_model, parameter_counts
+        from pixeldrl.models import check_model, parameter_counts
 
         check_model(a.model)
         counts = parameter_counts(a.model, a.in_channels)
@@ -250,7 +250,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
-    from .reproduce import Settings, reproduce
+    from pixeldrl.experiments.reproduce import Settings, reproduce
 
     try:
         shots = tuple(int(k) for k in a.shots.split(","))
@@ -266,7 +266,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from pixeldrl.experiments.demo import run_demo
 
     run_demo(a.out, epochs=a.epochs, device=a.device, seed=a.seed)
     return 0

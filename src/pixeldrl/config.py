@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .errors import InputError
-from .model import PRESETS, NetConfig, net_config
+from pixeldrl.errors import InputError
+from pixeldrl.nets.pixeldrl_mg import PRESETS, NetConfig, net_config
 
 # Every trainable method: PixelDRL-MG, the PixelRL baseline (both PA3C) and MONAI's U-Net variants
 # trained with Dice + cross-entropy (``baselines.py``, ``supervised.py``).

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import agent_from_checkpoint
-from .data import find_pairs
-from .errors import InputError
-from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
-from .metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
-from .layouts import detect_format
-from .predict import check_single_channel, image_normaliser, predict_arrays
+from pixeldrl.training.checkpoint import agent_from_checkpoint
+from pixeldrl.data.folder import find_pairs
+from pixeldrl.errors import InputError
+from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
+from pixeldrl.metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
+from pixeldrl.data.layouts import detect_format
+from pixeldrl.predict import check_single_channel, image_normaliser, predict_arrays
 
 
 def _masks_by_stem(folder: Path) -> dict[str, Path]:
@@ -43,7 +43,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
 
     Folders of NIfTI volumes go to :func:`evaluate_nifti_folders`.
     """
-    from .volumes import is_nifti
+    from pixeldrl.data.volumes import is_nifti
 
     if Path(gt_dir).is_dir() and any(is_nifti(p) for p in Path(gt_dir).iterdir()):
         return evaluate_nifti_folders(pred_dir, gt_dir)
@@ -74,8 +74,8 @@ def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path, axis: int =
     has foreground (the paper's protocol): the usual table, HD95 in mm from the in-plane spacing.
     Prediction and ground truth must share shape and affine.
     """
-    from .metrics import aggregate, compute_metrics
-    from .volumes import check_same_geometry, is_nifti, nifti_stem, read_label_nifti
+    from pixeldrl.metrics import aggregate, compute_metrics
+    from pixeldrl.data.volumes import check_same_geometry, is_nifti, nifti_stem, read_label_nifti
 
     def volumes(folder: Path) -> dict[str, Path]:
         if not folder.is_dir():
@@ -151,16 +151,16 @@ def evaluate_volumes(agent, cfg, data: str | Path, fmt: str, split: str = "test"
     ``per_volume`` / ``volume_mean``: 3-D DICE, PPV, SEN, IoU, BIoU and HD95 in mm (voxel spacing)
     per volume — only with ``split_level="patient"``, where a volume lies wholly in one split.
     """
-    from .layouts import list_cases, read_case
-    from .metrics import aggregate, compute_metrics
-    from .predict import predict_volume
-    from .protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
+    from pixeldrl.data.layouts import list_cases, read_case
+    from pixeldrl.metrics import aggregate, compute_metrics
+    from pixeldrl.predict import predict_volume
+    from pixeldrl.data.protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
 
     if split not in ("train", "val", "test"):
         raise InputError(f"--split {split}: choose one of ['test', 'train', 'val']")
     proto = Protocol.from_config(cfg)
     if fmt == "prepared":
-        from .prepare import open_store
+        from pixeldrl.data.store import open_store
 
         man = open_store(data).manifest
         root, src_fmt = Path(man["source"]), man["format"]

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import env
-from .checkpoint import agent_from_checkpoint
-from .data import from_network, normalize_intensity, to_network
-from .errors import InputError
-from .imageio import IMAGE_EXTENSIONS, read_image, write_mask
-from .pa3c import Agent
+from pixeldrl.rl import env
+from pixeldrl.training.checkpoint import agent_from_checkpoint
+from pixeldrl.data.folder import from_network, normalize_intensity, to_network
+from pixeldrl.errors import InputError
+from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, write_mask
+from pixeldrl.rl.pa3c import Agent
 
 
 @dataclass
@@ -107,7 +107,7 @@ def image_normaliser(cfg):
     (a run trained on a volume layout, e.g. nnU-Net 2-D PNG cases), so prediction matches training."""
     if cfg.source_format in ("", "folder"):
         return normalize_intensity
-    from .volumes import normalize_volume
+    from pixeldrl.data.volumes import normalize_volume
 
     modality = "mri" if cfg.modality == "auto" else cfg.modality
     return lambda im: normalize_volume(im, modality, tuple(cfg.ct_window))[0]
@@ -141,7 +141,7 @@ def predict_arrays(agent: Agent, images: list[np.ndarray], size: int, t_max: int
 
 
 def _source_format(checkpoint: str | Path) -> str:
-    from .checkpoint import load_checkpoint
+    from pixeldrl.training.checkpoint import load_checkpoint
 
     return str(load_checkpoint(checkpoint).get("config", {}).get("source_format", ""))
 
@@ -189,7 +189,7 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     for target, res in zip(targets, results):
         write_mask(target, res["mask"])
     if save_steps:
-        from .report import save_steps_strip
+        from pixeldrl.report import save_steps_strip
 
         (out_dir / "steps").mkdir(exist_ok=True)
         for target, f, im, res in zip(step_targets, files, images, results):
@@ -207,8 +207,8 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
     Uses the run's data settings from ``cfg`` (channels, modality / CT window, axis, image size), so
     the slices are normalised exactly as in training; all slices are segmented (also empty ones).
     """
-    from .protocol import cut_slice, network_slice, select_channels
-    from .volumes import normalize_channels
+    from pixeldrl.data.protocol import cut_slice, network_slice, select_channels
+    from pixeldrl.data.volumes import normalize_channels
 
     image = select_channels(image, cfg.channels, where)
     if image.shape[0] != cfg.in_channels:
@@ -236,8 +236,8 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
     """Group the inputs into volumes: NIfTI files (nnU-Net: one file per channel) or LGG patient folders."""
     import re
 
-    from .layouts import LGG_SLICE
-    from .volumes import is_nifti, nifti_stem
+    from pixeldrl.data.layouts import LGG_SLICE
+    from pixeldrl.data.volumes import is_nifti, nifti_stem
 
     nifti: list[Path] = []
     lgg: dict[Path, list[Path]] = {}
@@ -286,8 +286,8 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
 
 
 def _read_job(job: dict) -> tuple[np.ndarray, object]:
-    from .layouts import read_lgg_slice
-    from .volumes import read_nifti
+    from pixeldrl.data.layouts import read_lgg_slice
+    from pixeldrl.data.volumes import read_nifti
 
     if job["kind"] == "lgg":
         imgs = [read_lgg_slice(p) for p in job["files"]]
@@ -313,8 +313,8 @@ def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: s
     give one 0/255 TIFF per slice with the slice's file name. Every output is checked for clashes
     before anything runs and written atomically, so a failure leaves no partial file.
     """
-    from .imageio import write_mask
-    from .volumes import write_nifti_mask
+    from pixeldrl.data.images import write_mask
+    from pixeldrl.data.volumes import write_nifti_mask
 
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
@@ -350,7 +350,7 @@ def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: s
 
 def is_volume_input(inputs: list[str | Path]) -> bool:
     """True when the inputs name NIfTI volumes (files or folders holding them)."""
-    from .volumes import is_nifti
+    from pixeldrl.data.volumes import is_nifti
 
     for item in map(Path, inputs):
         if item.is_file() and is_nifti(item):

@@ -42,10 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SUPERVISED_MODELS, TrainConfig, make_config
-from .corrupt import CORRUPTIONS, Corruption, corrupt
-from .errors import InputError
-from .metrics import METRIC_NAMES
+from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, make_config
+from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt
+from pixeldrl.errors import InputError
+from pixeldrl.metrics import METRIC_NAMES
 
 EXPERIMENTS = ("table2", "table3", "table4", "robustness")
 LABELS = {"pixeldrl": "PixelDRL-MG", "pixelrl": "PixelRL", "unet": "U-Net", "attention-unet": "Attention U-Net",
@@ -136,7 +136,7 @@ def k_shot_dataset(data: str | Path, k: int, seed: int, out: Path, split_seed: i
     Written once into ``out`` (a ``done`` marker makes a second call free); the k images depend on
     ``seed`` only, so every method trained with that seed sees the same k images.
     """
-    from .data import find_pairs
+    from pixeldrl.data.folder import find_pairs
 
     if (out / ".done").exists():
         made_from = json.loads((out / ".done").read_text())["data"]
@@ -159,7 +159,7 @@ def k_shot_dataset(data: str | Path, k: int, seed: int, out: Path, split_seed: i
 
 def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     """The TrainConfig of one (row, seed) run: the preset's budget with the method swapped in."""
-    from .layouts import detect_format
+    from pixeldrl.data.layouts import detect_format
 
     data, k_shot = s.data, None
     if row.k_shot and detect_format(s.data) == "folder":
@@ -195,7 +195,7 @@ def _check_same(cfg: TrainConfig, run: Path) -> None:
 
 def ensure_run(cfg: TrainConfig, progress: bool = True) -> tuple[Path, str]:
     """Train the run unless it is finished; returns (run folder, "skipped" | "resumed" | "trained")."""
-    from .train import train
+    from pixeldrl.training.train import train
 
     run = Path(cfg.out)
     if (run / "config.json").is_file():
@@ -209,12 +209,12 @@ def ensure_run(cfg: TrainConfig, progress: bool = True) -> tuple[Path, str]:
 
 def robustness_results(run: Path, data: str, corruptions, device: str = "cpu", seed: int = 0) -> dict[str, dict]:
     """Each corruption's metrics for a finished run, cached as ``robustness/NAME.json`` in the run."""
-    from .checkpoint import agent_from_checkpoint
-    from .data import find_pairs
-    from .evaluate import write_result
-    from .imageio import read_image, read_mask
-    from .metrics import evaluate_pairs
-    from .predict import predict_arrays
+    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.data.folder import find_pairs
+    from pixeldrl.evaluate import write_result
+    from pixeldrl.data.images import read_image, read_mask
+    from pixeldrl.metrics import evaluate_pairs
+    from pixeldrl.predict import predict_arrays
 
     out = {CLEAN: json.loads((run / "summary.json").read_text())}
     todo = [c for c in corruptions if not (run / "robustness" / f"{c.name}.json").is_file()]
@@ -237,7 +237,7 @@ def robustness_results(run: Path, data: str, corruptions, device: str = "cpu", s
 
 
 def _parameters(row: Row, cfg: TrainConfig) -> int:
-    from .baselines import parameter_counts
+    from pixeldrl.models import parameter_counts
 
     return parameter_counts(row.model, cfg.in_channels, cfg=cfg)["total"]
 
@@ -329,7 +329,7 @@ def pivot_table(records: list[dict], metric: str = "DICE") -> str:
 
 def bar_chart(records: list[dict], path: Path, title: str) -> Path:
     """DICE and BIoU per method, grouped by setting, with the std over seeds as error bars."""
-    from .report import _save, plt
+    from pixeldrl.report import _save, plt
 
     methods = list(dict.fromkeys(r["method"] for r in records))
     settings = list(dict.fromkeys(r["setting"] for r in records))
@@ -358,12 +358,12 @@ def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], data_dirs: d
     Columns: the image, then one column per method (prediction outline red, ground truth green,
     DICE in the title). With ``corruption`` the slices are corrupted first.
     """
-    from .checkpoint import agent_from_checkpoint
-    from .data import find_pairs
-    from .imageio import read_image, read_mask
-    from .metrics import dice
-    from .predict import predict_arrays
-    from .report import _save, overlay_rgb, plt
+    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.data.folder import find_pairs
+    from pixeldrl.data.images import read_image, read_mask
+    from pixeldrl.metrics import dice
+    from pixeldrl.predict import predict_arrays
+    from pixeldrl.report import _save, overlay_rgb, plt
 
     pairs = find_pairs(data_dirs[rows[0]])["test"]
     pick = np.linspace(0, len(pairs) - 1, min(n_slices, len(pairs))).round().astype(int)
@@ -396,7 +396,7 @@ def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], data_dirs: d
 
 def reproduce(experiment: str, s: Settings) -> Path:
     """Run (or resume) one experiment and write its results; returns ``OUT/EXPERIMENT``."""
-    from .checkpoint import resolve_device
+    from pixeldrl.training.checkpoint import resolve_device
 
     if experiment not in EXPERIMENTS:
         raise InputError(f"--experiment {experiment}: choose one of {', '.join(EXPERIMENTS)}")

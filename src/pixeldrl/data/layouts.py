@@ -17,8 +17,8 @@ Layouts (``--format``, detected automatically when ``auto``):
              ``PATIENT/PATIENT_N_mask.tif``; a patient's slices, ordered by N, form its volume.
              The root may also be the folder that holds ``kaggle_3m/``.
 ``paired``   ``images/CASE.nii[.gz]`` with ``labels/CASE.nii[.gz]``.
-``folder``   the 2-D folder format of :mod:`pixeldrl.data` (``images/`` + ``masks/``).
-``prepared`` a slice store written by ``pixeldrl prepare`` (:mod:`pixeldrl.prepare`).
+``folder``   the 2-D folder format of :mod:`pixeldrl.data.folder` (``images/`` + ``masks/``).
+``prepared`` a slice store written by ``pixeldrl prepare`` (:mod:`pixeldrl.data.store`).
 
 A volume layout's case is one patient (LGG: one patient folder), so a split by patient is a split
 by case. :func:`read_case` returns the image as (C, X, Y, Z) ``float32`` and the labels as
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .volumes import Volume, check_same_geometry, is_nifti, labels_to_int, nifti_stem, read_label_nifti, read_nifti
+from pixeldrl.errors import InputError
+from pixeldrl.data.volumes import Volume, check_same_geometry, is_nifti, labels_to_int, nifti_stem, read_label_nifti, read_nifti
 
 FORMATS = ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared")
 VOLUME_FORMATS = ("msd", "nnunet", "lgg", "paired")
@@ -291,7 +291,7 @@ def read_case(case: Case) -> CaseData:
         label = (np.stack(masks, axis=2) > 0).astype(np.int64)  # Kaggle masks are 0/255
         return CaseData(np.ascontiguousarray(image), label, (1.0, 1.0, 1.0))
     if case.kind == "png":
-        from .imageio import read_image
+        from pixeldrl.data.images import read_image
 
         chans = [read_image(p) for p in case.images]
         lab = labels_to_int(read_image(case.labels[0]), case.labels[0])

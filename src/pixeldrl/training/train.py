@@ -35,16 +35,16 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
-from .config import PA3C_MODELS, TrainConfig, validate
-from .data import SliceDataset
-from .errors import InputError
-from .metrics import dice
-from .baselines import build_agent
-from .pa3c import Agent, draw_grad_steps, draw_uniforms, episode_losses, episode_stats
-from .parallel import AsyncWorkers, ShardThreads, average_gradients, dist_env, init_distributed, shard_batches
-from .protocol import load_dataset
-from .predict import segment
+from pixeldrl.training.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
+from pixeldrl.data.folder import SliceDataset
+from pixeldrl.errors import InputError
+from pixeldrl.metrics import dice
+from pixeldrl.models import build_agent
+from pixeldrl.rl.pa3c import Agent, draw_grad_steps, draw_uniforms, episode_losses, episode_stats
+from pixeldrl.training.parallel import AsyncWorkers, ShardThreads, average_gradients, dist_env, init_distributed, shard_batches
+from pixeldrl.data.protocol import load_dataset
+from pixeldrl.predict import segment
 
 LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
               "train_dice", "val_dice", "val_steps", "seconds"]
@@ -209,7 +209,7 @@ def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0
     validated ones when this epoch does not validate). Without a validation split the last epoch
     counts as the best.
     """
-    from .report import plot_training_curve
+    from pixeldrl.report import plot_training_curve
 
     epoch = row["epoch"]
     val = float("nan")
@@ -237,7 +237,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_te
     if not (run_dir / "checkpoint_best.pt").exists():
         save_checkpoint(run_dir / "checkpoint_best.pt", final_payload)
     if evaluate_test:
-        from .evaluate import evaluate_checkpoint, write_result
+        from pixeldrl.evaluate import evaluate_checkpoint, write_result
 
         result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
                                      progress=progress)
@@ -254,7 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     """
     validate(cfg)
     if cfg.model not in PA3C_MODELS:
-        from .supervised import train_supervised
+        from pixeldrl.training.supervised import train_supervised
 
         return train_supervised(cfg, resume=resume, progress=progress, evaluate_test=evaluate_test)
     _, world, local_rank = dist_env()

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
-from .errors import InputError
-from .imageio import IMAGE_EXTENSIONS, read_image, read_mask
+from pixeldrl.errors import InputError
+from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)

@@ -29,12 +29,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import env
-from .config import MODELS, PA3C_MODELS, SUPERVISED_MODELS  # noqa: F401  (re-exported)
-from .errors import InputError
-from .kernels import Conv2d  # nn.Conv2d that can avoid a crashing CPU bf16 kernel
-from .model import HEAD_INIT_STD, count_parameters, init_actor_critic
-from .pa3c import Agent
+from pixeldrl.rl import env
+from pixeldrl.config import MODELS, PA3C_MODELS, SUPERVISED_MODELS  # noqa: F401  (re-exported)
+from pixeldrl.errors import InputError
+from pixeldrl.nets.kernels import Conv2d  # nn.Conv2d that can avoid a crashing CPU bf16 kernel
+from pixeldrl.nets.pixeldrl_mg import HEAD_INIT_STD, count_parameters, init_actor_critic
+from pixeldrl.rl.pa3c import Agent
 
 # MONAI constructor arguments per U-Net variant (beyond spatial_dims / in / out channels).
 SUPERVISED: dict[str, dict] = {
@@ -96,7 +96,7 @@ class Segmenter(nn.Module):
     @torch.no_grad()
     def segment(self, images: torch.Tensor, t_max: int = env.T_MAX, return_steps: bool = False):
         """Images (B, C, H, W) → ``predict.Segmentation``; the "steps" repeat the one result."""
-        from .predict import Segmentation
+        from pixeldrl.predict import Segmentation
 
         p_fg = torch.softmax(self(images), dim=1)[:, 1]  # (B, H, W)
         mask = p_fg > 0.5
@@ -161,7 +161,7 @@ def build_model(name: str, in_channels: int = 1, image_size: int | None = None, 
     check_model(name, image_size)
     if name in SUPERVISED:
         return Segmenter(name, in_channels)
-    from .config import make_config
+    from pixeldrl.config import make_config
 
     cfg = cfg if cfg is not None else make_config("paper")
     cfg = type(cfg).from_dict({**cfg.to_dict(), "model": name, "in_channels": in_channels})

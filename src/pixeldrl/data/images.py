@@ -6,7 +6,7 @@ missing, empty (0 bytes), unreadable / corrupt / truncated, an unsupported exten
 dimension, non-finite pixel values, a colour image, or an array that is not 2-D.
 
 * :func:`read_image` -> ``float32`` (H, W), the stored values unchanged (8-bit, 16-bit, integer or
-  float TIFF). Intensity scaling is left to :func:`pixeldrl.data.normalize_intensity`.
+  float TIFF). Intensity scaling is left to :func:`pixeldrl.data.folder.normalize_intensity`.
 * :func:`read_mask` -> ``bool`` (H, W), foreground = pixel value > 0.
 * :func:`write_mask` / :func:`write_image_uint16` write atomically: the data goes to a temporary
   file in the destination folder which is then moved over the destination with :func:`os.replace`,
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from pixeldrl.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 

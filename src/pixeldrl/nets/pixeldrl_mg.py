@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import Conv2d, GroupNorm, upsample
+from pixeldrl.nets.kernels import Conv2d, GroupNorm, upsample
 
 N_ACTIONS = 2
 """Actions per pixel: 0 = set to zero (background), 1 = do nothing (keep)."""

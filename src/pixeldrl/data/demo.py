@@ -14,7 +14,7 @@ What :func:`make_demo_dataset` does:
 2. Cuts axial slices (last axis, index ``z``) and drops slices without white matter.
 3. Rotates every slice with ``np.rot90`` so that anterior is up (display convention; the
    patient's left is then on the image left).
-4. Pads to a centred square and resizes to ``size x size`` (:func:`pixeldrl.data.to_network`):
+4. Pads to a centred square and resizes to ``size x size`` (:func:`pixeldrl.data.folder.to_network`):
    the T1 slice with order 1; the WM *probability* with order 1, thresholded at 0.5 afterwards,
    which gives smoother labels than resizing the binary label with nearest neighbour. Slices whose
    label is empty after resizing are dropped too.
@@ -25,7 +25,7 @@ What :func:`make_demo_dataset` does:
    neighbouring (nearly identical) slices mostly stay in the same split. ``seed`` only shifts the
    pattern's phase. Slices at a block boundary still neighbour slices of another split: fine for a
    demo, one more reason not to read its numbers as a benchmark.
-6. Writes the folder format of :mod:`pixeldrl.data`:
+6. Writes the folder format of :mod:`pixeldrl.data.folder`:
    ``out_dir/{train,val,test}/{images,masks}/mni_zNNN.png`` (``NNN`` = axial index), images as
    16-bit PNG (T1 intensity / volume maximum * 65535, the same scale for every slice), masks as
    8-bit 0/255 PNG; then, last, a ``demo_dataset.json`` manifest.
@@ -46,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import SPLITS, to_network
-from .errors import InputError
-from .imageio import IMAGE_EXTENSIONS, write_image_uint16, write_mask
+from pixeldrl.data.folder import SPLITS, to_network
+from pixeldrl.errors import InputError
+from pixeldrl.data.images import IMAGE_EXTENSIONS, write_image_uint16, write_mask
 
 T1_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 WM_FILE = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
@@ -196,7 +196,7 @@ def make_demo_dataset(out_dir: str | os.PathLike, size: int = 128, block: int = 
         write_image_uint16(out / split / "images" / name, img16)
         write_mask(out / split / "masks" / name, label)
         files[split].append(name)
-    for split in SPLITS:  # an empty split has no folder (pixeldrl.data: a missing val/ or test/ is empty)
+    for split in SPLITS:  # an empty split has no folder (pixeldrl.data.folder: a missing val/ or test/ is empty)
         if not files[split]:
             for folder in (out / split / "images", out / split / "masks", out / split):
                 try:

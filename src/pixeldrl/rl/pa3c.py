@@ -30,9 +30,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from . import env
-from .kernels import set_cpu_workarounds
-from .model import HEAD_INIT_STD, NetConfig, PixelDRLNet
+from pixeldrl.rl import env
+from pixeldrl.nets.kernels import set_cpu_workarounds
+from pixeldrl.nets.pixeldrl_mg import HEAD_INIT_STD, NetConfig, PixelDRLNet
 
 
 class ReturnKernel(nn.Module):
@@ -137,10 +137,10 @@ class Agent(nn.Module):
           (the same numbers up to float rounding). ``None`` picks by device: on for CPU, off for
           CUDA, where the GroupNorm network runs slower in NHWC (H100, paper preset, batch 2: 11.8
           vs 16.6 training slices/s, 28 vs 54 inference slices/s). On CPU it switches on the layer
-          workarounds of :mod:`pixeldrl.kernels` (NCHW GroupNorm kernel, channels-last resizing).
+          workarounds of :mod:`pixeldrl.nets.kernels` (NCHW GroupNorm kernel, channels-last resizing).
         * ``amp="bf16"`` — bfloat16 autocast of the forward pass; logits and values come back as
           float32, and the returns and losses stay in float32. On CPU (fast with AVX512-BF16 or
-          AMX) the convolutions' weight gradients are computed in float32 (:mod:`pixeldrl.kernels`:
+          AMX) the convolutions' weight gradients are computed in float32 (:mod:`pixeldrl.nets.kernels`:
           oneDNN's channels-last bf16 weight-gradient kernel crashes), and ``compile`` is refused
           (inductor's channels-last bf16 code reaches the same kernel).
         * ``compile`` — ``torch.compile`` of the network (pays on GPU; measured no gain on CPU).

@@ -32,7 +32,7 @@ Data parallel (``torchrun``)
     mean loss. Backend: NCCL on CUDA (one GPU per rank, ``LOCAL_RANK``), gloo on CPU. Only rank 0
     writes the run folder. We average the gradients with one flattened ``all_reduce`` instead of
     wrapping the network in ``DistributedDataParallel``: the rollout calls the network ``t_max``
-    times per backward pass through :class:`~pixeldrl.pa3c.Agent`'s methods, and the return kernel
+    times per backward pass through :class:`~pixeldrl.rl.pa3c.Agent`'s methods, and the return kernel
     ``w`` sits outside the network; the arithmetic is the same as DDP's.
 """
 
@@ -46,8 +46,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .config import TrainConfig
-from .pa3c import Agent, episode_losses, episode_stats
+from pixeldrl.config import TrainConfig
+from pixeldrl.rl.pa3c import Agent, episode_losses, episode_stats
 
 # --------------------------------------------------------------------------- batch shards on threads
 
@@ -165,10 +165,10 @@ def share_adam_state(opt: torch.optim.Adam) -> list[dict]:
 
 def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict], images: torch.Tensor,
             masks: torch.Tensor, threads: int, jobs, results) -> None:
-    from .train import _flip, pa3c_update
+    from pixeldrl.training.train import _flip, pa3c_update
 
     torch.set_num_threads(threads)
-    from .baselines import build_agent
+    from pixeldrl.models import build_agent
 
     local = build_agent(cfg)
     local.set_fast_paths(cfg.channels_last, cfg.amp, False, cfg.recompute)

@@ -3,25 +3,25 @@
     pixeldrl train --data Task02_Heart --preset paper --image-size 320          # raw volumes
     pixeldrl train --data prepared/heart --k-shot 50                             # a prepared store
 
-For every case of a volume layout (:mod:`pixeldrl.layouts`):
+For every case of a volume layout (:mod:`pixeldrl.data.layouts`):
 
 1. pick the input channels (``channels``; default all) and normalise each over the whole volume
-   (:func:`pixeldrl.volumes.normalize_volume`: MRI percentile clip + body z-score mapped onto
+   (:func:`pixeldrl.data.volumes.normalize_volume`: MRI percentile clip + body z-score mapped onto
    [0, 1]; CT window);
 2. make the binary target: voxels whose label is in ``labels`` (default: every nonzero label);
 3. cut along ``axis`` (0, 1 or 2 of the stored array; 2 = the third voxel axis, axial for MSD and
    the slice order for LGG) and drop slices without foreground unless ``keep_empty``;
-4. map each slice to ``image_size`` × ``image_size`` (:func:`pixeldrl.data.to_network`: zero-pad to
+4. map each slice to ``image_size`` × ``image_size`` (:func:`pixeldrl.data.folder.to_network`: zero-pad to
    a square, then resize; bilinear for images, nearest for masks).
 
 Splits: ``split_level="patient"`` (default) shuffles the patients with
-``numpy.random.default_rng(split_seed)`` and cuts them 70/10/20 (:func:`pixeldrl.data.split_sizes`),
+``numpy.random.default_rng(split_seed)`` and cuts them 70/10/20 (:func:`pixeldrl.data.folder.split_sizes`),
 so no patient's slices sit on both sides; ``"slice"`` shuffles the slices themselves (the paper's
 protocol as written; slices of one patient leak across splits). ``k_shot = K > 0`` then keeps K
 training slices drawn without replacement with ``default_rng([split_seed, K])`` (Table 4).
 
 :func:`load_dataset` is what ``train`` calls: it dispatches on the layout (2-D folder, raw
-volumes, prepared store) and returns ``{"train", "val", "test"}`` -> :class:`~pixeldrl.data.SliceDataset`.
+volumes, prepared store) and returns ``{"train", "val", "test"}`` -> :class:`~pixeldrl.data.folder.SliceDataset`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import SPLITS, SliceDataset, load_splits, split_sizes, to_network
-from .errors import InputError
-from .layouts import VOLUME_FORMATS, Case, dataset_modality, detect_format, list_cases, read_case
-from .volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_channels
+from pixeldrl.data.folder import SPLITS, SliceDataset, load_splits, split_sizes, to_network
+from pixeldrl.errors import InputError
+from pixeldrl.data.layouts import VOLUME_FORMATS, Case, dataset_modality, detect_format, list_cases, read_case
+from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_channels
 
 SPLIT_LEVELS = ("patient", "slice")
 
@@ -273,7 +273,7 @@ def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
             splits["train"] = _subset(splits["train"], k_shot_indices(len(splits["train"]), cfg.k_shot, cfg.split_seed))
         return splits
     if fmt == "prepared":
-        from .prepare import open_store
+        from pixeldrl.data.store import open_store
 
         store = open_store(cfg.data)
         st = store.manifest["settings"]

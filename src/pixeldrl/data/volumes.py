@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from pixeldrl.errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MODALITIES = ("mri", "ct")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import make_config
-from .metrics import format_table
+from pixeldrl.config import make_config
+from pixeldrl.metrics import format_table
 
 # Why these values: benchmarks/learning.py (variants × 3 seeds on these slices) found batch 8 with a
 # constant Adam 4e-3 (clipped at 5) learns best with the default recipe — better than a cosine decay
@@ -31,14 +31,14 @@ DEMO_TRAIN = dict(image_size=128, epochs=20, batch_size=8, lr=4e-3, lr_step=1000
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "cpu",
              progress: bool = True, seed: int = 0) -> dict:
-    from .checkpoint import agent_from_checkpoint
-    from .data import find_pairs
-    from .demo_data import make_demo_dataset
-    from .imageio import read_image, read_mask
-    from .metrics import dice
-    from .predict import predict_arrays
-    from .report import save_overlays, save_steps_grid
-    from .train import train
+    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.data.folder import find_pairs
+    from pixeldrl.data.demo import make_demo_dataset
+    from pixeldrl.data.images import read_image, read_mask
+    from pixeldrl.metrics import dice
+    from pixeldrl.predict import predict_arrays
+    from pixeldrl.report import save_overlays, save_steps_grid
+    from pixeldrl.training.train import train
 
     out = Path(out)
     data_dir, run_dir = out / "data", out / "run"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
-from .errors import InputError
-from .model import NetConfig
-from .pa3c import Agent
+from pixeldrl.config import TrainConfig
+from pixeldrl.errors import InputError
+from pixeldrl.nets.pixeldrl_mg import NetConfig
+from pixeldrl.rl.pa3c import Agent
 
 FORMAT = 1
 
@@ -84,7 +84,7 @@ def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     if name == "pixeldrl":
         agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size, kernel_mode=cfg.kernel)
     else:
-        from .baselines import build_model, check_model
+        from pixeldrl.models import build_model, check_model
 
         check_model(name)
         agent = build_model(name, **ckpt.get("model_kwargs", {"in_channels": cfg.in_channels}), cfg=cfg)

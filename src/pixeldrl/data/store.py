@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .layouts import MANIFEST
-from .protocol import Protocol, assign_splits, cut_volumes
+from pixeldrl.errors import InputError
+from pixeldrl.data.layouts import MANIFEST
+from pixeldrl.data.protocol import Protocol, assign_splits, cut_volumes
 
 STORE_FORMAT = 1
 
@@ -62,7 +62,7 @@ class Store:
 
 def prepare(raw: str | os.PathLike, out: str | os.PathLike, proto: Protocol, split_level: str = "patient",
             split_seed: int = 0, progress: bool = True) -> Path:
-    """Cut ``raw`` with ``proto`` (:func:`pixeldrl.protocol.cut_volumes`) and write the store ``out``."""
+    """Cut ``raw`` with ``proto`` (:func:`pixeldrl.data.protocol.cut_volumes`) and write the store ``out``."""
     raw, out = Path(raw), Path(out)
     if out.exists():
         raise InputError(f"--out {out}: already exists; choose a new folder (prepare never overwrites)")

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .baselines import Segmenter
-from .checkpoint import load_checkpoint, resolve_device
-from .config import SUPERVISED_MODELS, TrainConfig, validate
-from .data import SliceDataset
-from .protocol import load_dataset
-from .errors import InputError
-from .train import (_flip, _read_log, _write_json, batch_dice, default_run_dir, finish_run, make_scheduler, record_epoch,
+from pixeldrl.models import Segmenter
+from pixeldrl.training.checkpoint import load_checkpoint, resolve_device
+from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, validate
+from pixeldrl.data.folder import SliceDataset
+from pixeldrl.data.protocol import load_dataset
+from pixeldrl.errors import InputError
+from pixeldrl.training.train import (_flip, _read_log, _write_json, batch_dice, default_run_dir, finish_run, make_scheduler, record_epoch,
                     validate_dice)
 
 

@@ -1,0 +1,3 @@
+"""Training: the PA3C loop, the supervised loop for the U-Nets, parallel forms, run folders and
+checkpoints.
+"""
