@@ -46,7 +46,7 @@ def run_one(job) -> dict:
     from pixeldrl.models import build_agent
     from pixeldrl.config import make_config
     from pixeldrl.metrics import dice
-    from pixeldrl.training.train import epoch_batches, make_scheduler
+    from pixeldrl.training.run import epoch_batches, make_scheduler
 
     if mode == "all_pixels":
         D.normalize_intensity = all_pixel_percentiles  # load_splits reads it from the module

@@ -76,7 +76,7 @@ def evaluate(model, ds, t_max: int, one_shot: bool) -> dict:
     import torch
 
     from pixeldrl.rl import env
-    from pixeldrl.predict import segment
+    from pixeldrl.rl.pa3c import segment
 
     model.eval()
     with torch.no_grad():
@@ -112,10 +112,12 @@ def run_one(job) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pixeldrl.models import Segmenter, build_agent
+    from pixeldrl.models import build_agent
+    from pixeldrl.nets.baselines import Segmenter
     from pixeldrl.config import make_config
     from pixeldrl.data.folder import load_splits
-    from pixeldrl.training.train import epoch_batches, make_scheduler, pa3c_update
+    from pixeldrl.training.run import epoch_batches, make_scheduler
+    from pixeldrl.training.update import pa3c_update
 
     splits = load_splits(data, size)
     cfg = make_config("small", data=data, image_size=size, seed=seed, **{**BASE, "epochs": epochs, **overrides})

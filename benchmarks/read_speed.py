@@ -5,7 +5,7 @@
 
 Writes a synthetic NIfTI-pairs dataset (``images/`` + ``labels/``, gzip-compressed like MSD) into a
 temporary folder, runs ``pixeldrl prepare`` on it once, then times
-:func:`pixeldrl.data.protocol.load_dataset` — the call ``train`` makes, returning the train/val/test
+:func:`pixeldrl.data.dataset.load_dataset` — the call ``train`` makes, returning the train/val/test
 tensors — on the raw folder and on the store (best of ``--repeats``; the OS file cache is warm in
 both cases). Prints slices/s for both, the one-time cost of ``prepare``, and the CPU (``lscpu``).
 """
@@ -24,7 +24,8 @@ import torch
 from machine import cpu_name
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.store import prepare
-from pixeldrl.data.protocol import Protocol, load_dataset
+from pixeldrl.data.dataset import load_dataset
+from pixeldrl.data.protocol import Protocol
 
 
 def make_dataset(root: Path, n: int, size: int, depth: int, seed: int = 0) -> None:

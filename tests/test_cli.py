@@ -375,7 +375,7 @@ def test_impossible_recipe_options(tmp_path, capsys, options, names):
 
 
 def test_recipe_options_reach_the_run_and_its_checkpoint(tmp_path, capsys):
-    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.checkpoint import agent_from_checkpoint
 
     run = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST, "--out", run,
@@ -405,7 +405,7 @@ def test_unknown_schedule_or_normalisation_in_a_config_is_refused(field, value, 
 def test_schedule_and_normalisation_options_reach_the_run(tmp_path, capsys):
     import torch
 
-    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.checkpoint import agent_from_checkpoint
 
     run = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST, "--out", run,

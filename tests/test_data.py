@@ -6,12 +6,10 @@ from pixeldrl.data.folder import (
     Pair,
     SliceDataset,
     find_pairs,
-    from_network,
     load_splits,
-    normalize_intensity,
     split_sizes,
-    to_network,
 )
+from pixeldrl.data.transforms import from_network, normalize_intensity, to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import read_image, write_image_uint16, write_mask
 

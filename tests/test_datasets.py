@@ -18,7 +18,8 @@ from pixeldrl.config import TrainConfig
 from pixeldrl.errors import InputError
 from pixeldrl.data.layouts import detect_format, list_cases, read_case
 from pixeldrl.data.store import open_store, prepare
-from pixeldrl.data.protocol import Protocol, assign_splits, cut_volumes, k_shot_indices, load_dataset
+from pixeldrl.data.dataset import load_dataset
+from pixeldrl.data.protocol import Protocol, assign_splits, cut_volumes, k_shot_indices
 from pixeldrl.data.volumes import normalize_volume, read_nifti, write_nifti_mask
 from synth_datasets import (AFFINE, FG_SLICES, SHAPE, make_lgg, make_msd, make_nnunet, make_nnunet_png,
                             make_paired, save_nifti, volume)

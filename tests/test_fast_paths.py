@@ -15,7 +15,7 @@ from pixeldrl.errors import InputError
 from pixeldrl.nets.kernels import Conv2d, GroupNorm, upsample
 from pixeldrl.nets.pixeldrl_mg import net_config
 from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
-from pixeldrl.predict import segment
+from pixeldrl.rl.pa3c import segment
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,7 +20,8 @@ from PIL import Image
 from pixeldrl.models import build_agent
 from pixeldrl.config import make_config
 from pixeldrl.data.folder import load_splits
-from pixeldrl.training.train import train, validate_dice
+from pixeldrl.training.run import validate_dice
+from pixeldrl.training.train import train
 
 SIZE = 32
 
@@ -99,8 +100,8 @@ def test_the_recipe_learns_in_24_updates_where_the_old_one_keeps_every_pixel(tmp
 
 
 def test_greedy_inference_runs_the_steps_validation_picked_and_the_checkpoint_records_them(learned):
-    from pixeldrl.training.checkpoint import agent_from_checkpoint, load_checkpoint
-    from pixeldrl.training.train import pick_steps
+    from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint
+    from pixeldrl.training.run import pick_steps
 
     assert pick_steps([0.5, 0.8, 0.8, 0.6]) == (0.8, 2)  # the earliest best step: fewer passes
     assert pick_steps([0.5, 0.8, 0.8, 0.6], infer_steps=4) == (0.6, 4)

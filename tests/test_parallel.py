@@ -20,8 +20,9 @@ from PIL import Image
 from pixeldrl.config import make_config
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
-from pixeldrl.training.parallel import AsyncWorkers, ShardThreads, average_gradients, shard_batches
-from pixeldrl.training.train import epoch_batches, pa3c_update, train_epoch
+from pixeldrl.training.parallel import AsyncWorkers, average_gradients, shard_batches
+from pixeldrl.training.run import epoch_batches
+from pixeldrl.training.update import ShardThreads, pa3c_update, train_epoch
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -250,7 +250,7 @@ def test_table4_on_volumes_uses_the_protocols_k_shot(tmp_path):
     """Non-folder layouts (here MSD NIfTI) get k training slices through TrainConfig.k_shot."""
     from synth_datasets import make_msd
 
-    from pixeldrl.data.protocol import load_dataset
+    from pixeldrl.data.dataset import load_dataset
     from pixeldrl.experiments.reproduce import Row, Settings, run_config
 
     data = make_msd(tmp_path / "Task02_Heart", n=4)

@@ -104,7 +104,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from pixeldrl.training.checkpoint import resolve_device
+    from pixeldrl.checkpoint import resolve_device
     from pixeldrl.config import make_config
     from pixeldrl.metrics import format_table
     from pixeldrl.training.train import train

@@ -13,7 +13,7 @@ from pixeldrl.errors import InputError
 from pixeldrl.nets.pixeldrl_mg import PRESETS, NetConfig, net_config
 
 # Every trainable method: PixelDRL-MG, the PixelRL baseline (both PA3C) and MONAI's U-Net variants
-# trained with Dice + cross-entropy (``baselines.py``, ``supervised.py``).
+# trained with Dice + cross-entropy (``nets/baselines.py``, ``training/supervised.py``).
 PA3C_MODELS = ("pixeldrl", "pixelrl")
 SUPERVISED_MODELS = ("unet", "attention-unet", "unet++", "swin-unetr")
 MODELS = PA3C_MODELS + SUPERVISED_MODELS
@@ -23,13 +23,13 @@ MODELS = PA3C_MODELS + SUPERVISED_MODELS
 class TrainConfig:
     # --- data
     data: str = ""
-    """Dataset folder: 2-D folder, MSD, nnU-Net, Kaggle LGG, NIfTI pairs (``layouts.py``) or a prepared store."""
+    """Dataset folder: 2-D folder, MSD, nnU-Net, Kaggle LGG, NIfTI pairs (``data/layouts.py``) or a prepared store."""
     image_size: int = 256
     """Side of the square the network sees; images are padded to square and resized to it."""
     split_seed: int = 0
     """Seed of the 70/10/20 split (and of the k-shot draw) when the data has no split folders."""
     format: str = "auto"
-    """Dataset layout: auto (detected), msd, nnunet, lgg, paired, folder or prepared (``layouts.py``)."""
+    """Dataset layout: auto (detected), msd, nnunet, lgg, paired, folder or prepared (``data/layouts.py``)."""
     source_format: str = ""
     """The raw data's layout, resolved by ``train`` (also for a prepared store); ``predict`` reads it."""
     labels: list[int] | None = None
@@ -110,7 +110,7 @@ class TrainConfig:
     """Epochs between learning-rate decays (paper: 25)."""
     lr_schedule: str = "step"
     """``step`` (×``lr_decay`` every ``lr_step`` epochs, the paper's) or ``cosine`` (from ``lr`` down
-    towards 0 over the run's epochs, half a cosine; see ``train.make_scheduler``)."""
+    towards 0 over the run's epochs, half a cosine; see ``training.run.make_scheduler``)."""
     grad_clip: float = 5.0
     """Clip the global gradient norm to this (0: off; chosen 5, the paper does not say)."""
     augment: bool = False

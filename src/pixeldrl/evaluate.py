@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.training.checkpoint import agent_from_checkpoint
+from pixeldrl.checkpoint import agent_from_checkpoint
 from pixeldrl.data.folder import find_pairs
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask

@@ -1,74 +1,26 @@
-"""Greedy inference: the agents act by argmax for ``t_max`` steps; files in, masks out.
+"""Prediction: files in, masks out, through the greedy episode (``rl.pa3c.segment``).
 
-``segment`` is the tensor-level call (used by validation, evaluation and the demo);
 ``predict_files`` is what ``pixeldrl predict`` runs::
 
     pixeldrl predict --checkpoint runs/demo/checkpoint_best.pt slices/ --out predictions/
 
-Inference stops as soon as a step changes no pixel: the next state would equal the current one, so
-every later greedy step would repeat it; the result is exactly that of running all ``t_max`` steps.
+``predict_arrays`` (2-D images) and ``predict_volume`` (one volume, slice by slice) bring each input
+to the network's size and the masks back to the input's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pixeldrl.rl import env
-from pixeldrl.training.checkpoint import agent_from_checkpoint
-from pixeldrl.data.folder import from_network, normalize_intensity, to_network
+from pixeldrl.checkpoint import agent_from_checkpoint
+from pixeldrl.data.transforms import from_network, normalize_intensity, to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, write_mask
-from pixeldrl.rl.pa3c import Agent
-
-
-@dataclass
-class Segmentation:
-    mask: torch.Tensor
-    """f(t_max) (B, H, W) bool."""
-    keep_prob: torch.Tensor
-    """(B, H, W): π(keep|s) at the step that decided each pixel — the step it was zeroed, or the
-    last step for survivors — so ``keep_prob > 0.5`` ⇔ in the mask, and the distance from 0.5 is
-    the policy's own confidence."""
-    steps: torch.Tensor | None
-    """m(0) … m(t_max) (T+1, B, H, W) bool when asked for, else None."""
-    n_steps: int
-    """Forward passes actually run (≤ t_max, fewer when the mask stopped changing)."""
-
-
-@torch.no_grad()
-def segment(agent: Agent, images: torch.Tensor, t_max: int = env.T_MAX, return_steps: bool = False) -> Segmentation:
-    """Greedy episode on images (B, C, H, W) → :class:`Segmentation`.
-
-    A supervised baseline (``baselines.Segmenter``, ``one_shot``) segments in one forward pass.
-    """
-    if getattr(agent, "one_shot", False):
-        return agent.segment(images, t_max, return_steps)
-    mask = env.initial_mask(images)  # (B, H, W)
-    keep_prob = torch.zeros_like(mask)
-    steps = [mask.bool()] if return_steps else None
-    n = 0
-    for n in range(1, t_max + 1):
-        action, _, _, _, p_keep = agent.get_action_and_value(env.observe(images, mask), greedy=True)
-        new_mask = env.update_mask(mask, action)
-        # Alive pixels record this step's π(keep): a pixel zeroed now keeps it for good, a survivor
-        # ends with the last step's.
-        keep_prob = torch.where(mask > 0, p_keep, keep_prob)
-        changed = bool((new_mask != mask).any())
-        mask = new_mask
-        if return_steps:
-            steps.append(mask.bool())
-        if not changed:
-            break
-    if return_steps:
-        # The remaining steps would repeat the last mask exactly.
-        steps += [mask.bool()] * (t_max + 1 - len(steps))
-        steps = torch.stack(steps)
-    return Segmentation(mask.bool(), keep_prob, steps, n)
+from pixeldrl.rl.pa3c import Agent, segment
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -141,7 +93,7 @@ def predict_arrays(agent: Agent, images: list[np.ndarray], size: int, t_max: int
 
 
 def _source_format(checkpoint: str | Path) -> str:
-    from pixeldrl.training.checkpoint import load_checkpoint
+    from pixeldrl.checkpoint import load_checkpoint
 
     return str(load_checkpoint(checkpoint).get("config", {}).get("source_format", ""))
 

@@ -46,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.data.folder import SPLITS, to_network
+from pixeldrl.data.folder import SPLITS
+from pixeldrl.data.transforms import to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import IMAGE_EXTENSIONS, write_image_uint16, write_mask
 

@@ -1,4 +1,4 @@
-"""The folder data format, intensity normalisation and the image <-> network-size mapping.
+"""The 2-D folder data format: pairing, splits, and each split in memory at network size.
 
 Folder format
 -------------
@@ -22,16 +22,7 @@ subfolders inside ``images/`` and ``masks/`` are ignored, and any other file the
 
 Every problem is reported as an :class:`~pixeldrl.errors.InputError` naming the folder or files.
 
-Network-size mapping
---------------------
-The network works on ``size x size`` inputs. :func:`to_network` pads an (H, W) array with zeros to
-a centred square of side ``D = max(H, W)`` (``(D - H) // 2`` rows on top, the rest below; the same
-for columns) and resizes that square to ``size x size`` with :func:`skimage.transform.resize`
-(``order=1`` with anti-aliasing for images, ``order=0`` without anti-aliasing for masks).
-:func:`from_network` inverts it: resize ``size x size`` back to ``D x D`` and crop the same
-window. The aspect ratio is kept, and when ``size == D`` both resizes are skipped, so a mask (or an
-image) round-trips exactly. Zero padding reads as "darkest / removed" because images are first
-scaled to [0, 1] by :func:`normalize_intensity`.
+Images are scaled and brought to the network's size by :mod:`pixeldrl.data.transforms`.
 """
 
 from __future__ import annotations
@@ -43,10 +34,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from skimage.transform import resize
 
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
+from pixeldrl.data.transforms import normalize_intensity, to_network
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
@@ -57,9 +48,6 @@ __all__ = [
     "Pair",
     "find_pairs",
     "split_sizes",
-    "normalize_intensity",
-    "to_network",
-    "from_network",
     "SliceDataset",
     "load_splits",
 ]
@@ -172,97 +160,6 @@ def find_pairs(data_dir: str | os.PathLike, seed: int = 0) -> dict[str, list[Pai
         "test": shuffled[n_train + n_val :],
     }
     return {s: sorted(parts[s], key=lambda p: p.name) for s in SPLITS}
-
-
-# --------------------------------------------------------------------------- intensities
-
-
-def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Scale an image to ``float32`` in [0, 1]: clip at its ``low``/``high`` percentiles, then min-max.
-
-    Why [0, 1] and not z-scores: the agents "remove" a pixel by setting it to zero
-    (``X(t) = I * m(t)``, docs/METHOD.md, "State, actions, reward"). That only reads as "removed /
-    darkest" when zero is the bottom of the intensity range; with zero-mean inputs a zeroed pixel
-    looks like an average one (a re-implementation lost ~0.09 DICE that way on brain MRI).
-
-    Each image is scaled on its own. The percentiles are taken over the pixels above the image's
-    minimum when it has a flat floor (skull-stripped MRI, a scanner's zero outside the field of
-    view, padding), as nnU-Net normalises MRI inside its nonzero mask: over all pixels, a slice that
-    is 97 % background would put its 99.5th percentile inside the tissue and clip the brightest
-    tissue class — the top slices of a brain, where white matter is a few small islands, lost their
-    contrast that way. If the two percentiles coincide, the image's plain min and max are used
-    instead; a constant image maps to all zeros.
-    """
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
-    a = np.asarray(img, dtype=np.float32)
-    if a.size == 0:
-        return a.copy()
-    above_floor = a[a > a.min()]
-    # The floor is background when it covers a good part of the image; a few dark pixels are not.
-    sample = above_floor if a.size - above_floor.size >= 0.05 * a.size and above_floor.size >= 16 else a
-    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
-    if not hi > lo:
-        lo, hi = float(a.min()), float(a.max())
-    if not hi > lo:
-        return np.zeros(a.shape, dtype=np.float32)
-    out = (np.clip(a, lo, hi) - lo) / (hi - lo)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-# --------------------------------------------------------------------------- network-size mapping
-
-
-def _square_window(shape: Sequence[int]) -> tuple[int, int, int]:
-    h, w = int(shape[0]), int(shape[1])
-    if h < 1 or w < 1:
-        raise ValueError(f"shape must be positive, got {tuple(shape)}")
-    d = max(h, w)
-    return d, (d - h) // 2, (d - w) // 2
-
-
-def _resize(a: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
-    if a.shape == shape:
-        return a
-    return resize(
-        a, shape, order=order, mode="edge", preserve_range=True, anti_aliasing=order > 0
-    ).astype(np.float32)
-
-
-def _finish(out: np.ndarray, like: np.ndarray) -> np.ndarray:
-    return out > 0.5 if like.dtype == bool else out.astype(np.float32)
-
-
-def to_network(img: np.ndarray, size: int, order: int) -> np.ndarray:
-    """Pad an (H, W) array to a centred square with zeros and resize it to ``size x size``.
-
-    ``order=1`` for images, ``order=0`` (nearest, no anti-aliasing) for masks. Returns ``float32``,
-    or ``bool`` when ``img`` is boolean.
-    """
-    a = np.asarray(img)
-    if a.ndim != 2:
-        raise ValueError(f"expected a 2-D array, got shape {a.shape}")
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    d, top, left = _square_window(a.shape)
-    sq = np.zeros((d, d), dtype=np.float32)
-    sq[top : top + a.shape[0], left : left + a.shape[1]] = a
-    return _finish(_resize(sq, (size, size), order), a)
-
-
-def from_network(arr: np.ndarray, original_shape: Sequence[int], order: int) -> np.ndarray:
-    """Invert :func:`to_network`: resize ``size x size`` to the padded square, crop ``original_shape``.
-
-    Returns ``float32``, or ``bool`` when ``arr`` is boolean (use ``order=0`` for masks, or resize
-    probabilities with ``order=1`` and threshold afterwards).
-    """
-    a = np.asarray(arr)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"expected a square 2-D array, got shape {a.shape}")
-    h, w = int(original_shape[0]), int(original_shape[1])
-    d, top, left = _square_window((h, w))
-    sq = _resize(a.astype(np.float32), (d, d), order)
-    return _finish(sq[top : top + h, left : left + w], a)
 
 
 # --------------------------------------------------------------------------- datasets

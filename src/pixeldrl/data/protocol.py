@@ -20,8 +20,8 @@ so no patient's slices sit on both sides; ``"slice"`` shuffles the slices themse
 protocol as written; slices of one patient leak across splits). ``k_shot = K > 0`` then keeps K
 training slices drawn without replacement with ``default_rng([split_seed, K])`` (Table 4).
 
-:func:`load_dataset` is what ``train`` calls: it dispatches on the layout (2-D folder, raw
-volumes, prepared store) and returns ``{"train", "val", "test"}`` -> :class:`~pixeldrl.data.folder.SliceDataset`.
+:func:`pixeldrl.data.dataset.load_dataset` is what ``train`` calls: it dispatches on the layout
+(2-D folder, raw volumes, prepared store) and uses this module for the volumes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pixeldrl.data.folder import SPLITS, SliceDataset, load_splits, split_sizes, to_network
+from pixeldrl.data.folder import SPLITS, SliceDataset, split_sizes
+from pixeldrl.data.transforms import to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.layouts import VOLUME_FORMATS, Case, dataset_modality, detect_format, list_cases, read_case
 from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_channels
@@ -43,7 +44,7 @@ from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_chann
 SPLIT_LEVELS = ("patient", "slice")
 
 __all__ = ["Protocol", "SliceSet", "select_channels", "binary_target", "cut_slice", "network_slice",
-           "cut_volumes", "assign_splits", "k_shot_indices", "datasets_from_sliceset", "load_dataset"]
+           "cut_volumes", "assign_splits", "k_shot_indices", "datasets_from_sliceset", "subset_dataset"]
 
 
 @dataclass
@@ -228,7 +229,7 @@ def k_shot_indices(n_train: int, k: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, k]).choice(n_train, size=k, replace=False))
 
 
-def _subset(ds: SliceDataset, idx: np.ndarray) -> SliceDataset:
+def subset_dataset(ds: SliceDataset, idx: np.ndarray) -> SliceDataset:
     t = torch.as_tensor(idx, dtype=torch.long)
     return SliceDataset(ds.images[t], ds.masks[t], [ds.names[i] for i in idx], [ds.original_shapes[i] for i in idx],
                         [ds.pairs[i] for i in idx], [ds.patients[i] for i in idx])
@@ -251,44 +252,3 @@ def datasets_from_sliceset(images, masks, names, patients, shapes, split_level: 
         out[s] = SliceDataset(x, y, [names[i] for i in idx], [shapes[i] for i in idx],
                               patients=[patients[i] for i in idx])
     return out
-
-
-def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
-    """``{"train", "val", "test"}`` datasets for ``cfg.data`` in any layout (what ``train`` reads).
-
-    Records what it resolved in ``cfg`` so the run's config.json holds it (``predict`` on a volume
-    reuses it): ``source_format`` (the raw layout), ``modality``; for a prepared store also the
-    store's ``labels``, ``channels``, ``axis``, ``keep_empty`` and ``ct_window``.
-    """
-    fmt = detect_format(cfg.data, cfg.format)
-    if cfg.k_shot < 0:
-        raise InputError(f"--k-shot {cfg.k_shot}: must be >= 0")
-    if fmt == "folder":
-        if cfg.labels is not None or cfg.channels is not None:
-            raise InputError(f"{cfg.data}: --labels and --channels apply to volume layouts; the 2-D folder "
-                             f"format has one-channel images and binary masks")
-        splits = load_splits(cfg.data, cfg.image_size, cfg.split_seed)
-        cfg.source_format = "folder"
-        if cfg.k_shot:
-            splits["train"] = _subset(splits["train"], k_shot_indices(len(splits["train"]), cfg.k_shot, cfg.split_seed))
-        return splits
-    if fmt == "prepared":
-        from pixeldrl.data.store import open_store
-
-        store = open_store(cfg.data)
-        st = store.manifest["settings"]
-        for opt, mine, theirs in (("--labels", cfg.labels, st["labels"]), ("--channels", cfg.channels, st["channels"])):
-            if mine is not None and mine != theirs:
-                raise InputError(f"{opt} {mine}: the prepared store {cfg.data} was made with {theirs}; "
-                                 f"prepare the raw data again with {opt}")
-        cfg.source_format, cfg.modality = store.manifest["format"], st["modality"]
-        cfg.labels, cfg.channels, cfg.axis = st["labels"], st["channels"], st["axis"]
-        cfg.keep_empty, cfg.ct_window = st["keep_empty"], list(st["ct_window"])
-        sl = store.manifest["slices"]
-        return datasets_from_sliceset(store.images, store.masks, [s["name"] for s in sl],
-                                      [s["patient"] for s in sl], [tuple(s["shape"]) for s in sl],
-                                      cfg.split_level, cfg.split_seed, cfg.k_shot, cfg.image_size)
-    ss = cut_volumes(cfg.data, Protocol.from_config(cfg), progress=progress)
-    cfg.source_format, cfg.modality = ss.format, ss.modality
-    return datasets_from_sliceset(ss.images, ss.masks, ss.names, ss.patients, ss.shapes,
-                                  cfg.split_level, cfg.split_seed, cfg.k_shot)

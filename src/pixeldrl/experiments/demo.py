@@ -2,7 +2,7 @@
 
 1. Cut axial 128×128 slices from the MNI152 2009 T1 template that the nilearn wheel ships, with
    white matter (probability ≥ 0.5) as the label; split by position in contiguous blocks
-   (``demo_data.py``).
+   (``data/demo.py``).
 2. Train the ``small`` preset with PA3C — the paper's losses alone, no supervised term.
 3. Evaluate the best checkpoint on the test slices, print the metric table, and write figures:
    ``overlays.png`` (test predictions), ``steps.png`` (the mask after each of the t_max steps),
@@ -31,7 +31,7 @@ DEMO_TRAIN = dict(image_size=128, epochs=20, batch_size=8, lr=4e-3, lr_step=1000
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "cpu",
              progress: bool = True, seed: int = 0) -> dict:
-    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.checkpoint import agent_from_checkpoint
     from pixeldrl.data.folder import find_pairs
     from pixeldrl.data.demo import make_demo_dataset
     from pixeldrl.data.images import read_image, read_mask

@@ -2,14 +2,14 @@
 
     pixeldrl reproduce --data DATA --experiment table2 [--epochs N] [--seeds K] [--out OUT]
 
-* ``table2`` — PixelDRL-MG against every baseline (``baselines.py``): PixelRL and MONAI's U-Net,
+* ``table2`` — PixelDRL-MG against every baseline (``models.py``): PixelRL and MONAI's U-Net,
   Attention U-Net, UNet++ and Swin-UNETR.
 * ``table3`` — the ablation: PA3C alone (no SAM, no dilation), + SAM, + DC, + SAM + DC.
 * ``table4`` — k-shot training (k = 50 and 100 by default, ``--shots``) for PixelDRL-MG and the
   U-Net baselines: k training images drawn at random (seeded by the run's seed) from the training
   split; validation and test splits unchanged.
 * ``robustness`` — every ``table2`` model evaluated on the test split corrupted at test time
-  (``corrupt.py``: Gaussian noise, bias field, blur), next to the clean score.
+  (``corruptions.py``: Gaussian noise, bias field, blur), next to the clean score.
 
 Every method shares the data pipeline, splits, input size, epoch budget, batch size, optimiser
 schedule, checkpoint selection (best validation Dice) and metrics; only the model and its loss
@@ -209,7 +209,7 @@ def ensure_run(cfg: TrainConfig, progress: bool = True) -> tuple[Path, str]:
 
 def robustness_results(run: Path, data: str, corruptions, device: str = "cpu", seed: int = 0) -> dict[str, dict]:
     """Each corruption's metrics for a finished run, cached as ``robustness/NAME.json`` in the run."""
-    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.checkpoint import agent_from_checkpoint
     from pixeldrl.data.folder import find_pairs
     from pixeldrl.evaluate import write_result
     from pixeldrl.data.images import read_image, read_mask
@@ -358,7 +358,7 @@ def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], data_dirs: d
     Columns: the image, then one column per method (prediction outline red, ground truth green,
     DICE in the title). With ``corruption`` the slices are corrupted first.
     """
-    from pixeldrl.training.checkpoint import agent_from_checkpoint
+    from pixeldrl.checkpoint import agent_from_checkpoint
     from pixeldrl.data.folder import find_pairs
     from pixeldrl.data.images import read_image, read_mask
     from pixeldrl.metrics import dice
@@ -396,7 +396,7 @@ def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], data_dirs: d
 
 def reproduce(experiment: str, s: Settings) -> Path:
     """Run (or resume) one experiment and write its results; returns ``OUT/EXPERIMENT``."""
-    from pixeldrl.training.checkpoint import resolve_device
+    from pixeldrl.checkpoint import resolve_device
 
     if experiment not in EXPERIMENTS:
         raise InputError(f"--experiment {experiment}: choose one of {', '.join(EXPERIMENTS)}")

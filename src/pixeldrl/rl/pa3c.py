@@ -8,6 +8,8 @@ This module owns the reinforcement-learning maths; ``train.py`` owns the loop ar
 * :func:`one_step_returns` — Eq. 8 as the paper's text gives it (default):
   ``R(t) = r(t) + γ · (w ∗ V(s(t+1)))``, V detached. :func:`nstep_returns` — PixelRL's multi-step
   form ``R(t) = r(t) + γ · (w ∗ R(t+1))`` (``returns="multi_step"``).
+* :func:`segment` — the greedy episode (argmax actions) that validation, ``predict`` and
+  ``evaluate`` run; :class:`Segmentation` is its result.
 * :func:`pa3c_losses` — advantage ``A = R − V``; policy ``−log π(a|s) · A`` (A detached; or the
   all-actions form); value ``½ (R − V)²``; entropy bonus. Each is averaged over pixels and batch
   and summed over the ``t_max`` steps; the total is ``policy + value_coef · value − entropy_beta ·
@@ -237,7 +239,7 @@ def draw_uniforms(images: torch.Tensor, t_max: int, generator: torch.Generator |
     """The uniforms (T, B, H, W) that sample an episode's actions on images (B, C, H, W).
 
     One draw per episode (the same stream as T draws of (B, H, W)); drawing them up front keeps
-    the random-number generator out of the step loop and lets ``parallel.ShardThreads`` hand each
+    the random-number generator out of the step loop and lets ``training.update.ShardThreads`` hand each
     shard its slice, so a sharded batch samples exactly the actions of the whole batch.
     """
     b, _, h, w = images.shape
@@ -401,3 +403,55 @@ def episode_stats(ro: Rollout, losses: Losses, t_max: int) -> torch.Tensor:
     """(5,) what the training log keeps of an episode: total, policy and value loss, per-step entropy, mean reward."""
     return torch.stack([losses.total, losses.policy, losses.value, losses.entropy / t_max,
                         ro.rewards.mean()]).detach()
+
+
+@dataclass
+class Segmentation:
+    mask: torch.Tensor
+    """f(t_max) (B, H, W) bool."""
+    keep_prob: torch.Tensor
+    """(B, H, W): π(keep|s) at the step that decided each pixel — the step it was zeroed, or the
+    last step for survivors — so ``keep_prob > 0.5`` ⇔ in the mask, and the distance from 0.5 is
+    the policy's own confidence."""
+    steps: torch.Tensor | None
+    """m(0) … m(t_max) (T+1, B, H, W) bool when asked for, else None."""
+    n_steps: int
+    """Forward passes actually run (≤ t_max, fewer when the mask stopped changing)."""
+
+
+@torch.no_grad()
+def segment(agent: Agent, images: torch.Tensor, t_max: int = env.T_MAX, return_steps: bool = False) -> Segmentation:
+    """Greedy episode on images (B, C, H, W) → :class:`Segmentation`.
+
+    Inference stops as soon as a step changes no pixel: every later greedy step would repeat it, so
+    the result is exactly that of running all ``t_max`` steps. A supervised baseline (``one_shot``)
+    segments in one forward pass.
+    """
+    if getattr(agent, "one_shot", False):
+        # A supervised baseline (``nets.baselines.Segmenter``): one forward pass and an argmax; the
+        # "steps" repeat the one result so step figures and step-wise validation still work.
+        p_fg = torch.softmax(agent(images), dim=1)[:, 1]  # (B, H, W)
+        mask = p_fg > 0.5
+        steps = torch.stack([torch.ones_like(mask)] + [mask] * t_max) if return_steps else None
+        return Segmentation(mask, p_fg, steps, 1)
+    mask = env.initial_mask(images)  # (B, H, W)
+    keep_prob = torch.zeros_like(mask)
+    steps = [mask.bool()] if return_steps else None
+    n = 0
+    for n in range(1, t_max + 1):
+        action, _, _, _, p_keep = agent.get_action_and_value(env.observe(images, mask), greedy=True)
+        new_mask = env.update_mask(mask, action)
+        # Alive pixels record this step's π(keep): a pixel zeroed now keeps it for good, a survivor
+        # ends with the last step's.
+        keep_prob = torch.where(mask > 0, p_keep, keep_prob)
+        changed = bool((new_mask != mask).any())
+        mask = new_mask
+        if return_steps:
+            steps.append(mask.bool())
+        if not changed:
+            break
+    if return_steps:
+        # The remaining steps would repeat the last mask exactly.
+        steps += [mask.bool()] * (t_max + 1 - len(steps))
+        steps = torch.stack(steps)
+    return Segmentation(mask.bool(), keep_prob, steps, n)

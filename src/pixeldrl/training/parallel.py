@@ -1,15 +1,6 @@
-"""Parallel PA3C: batch shards on threads (``--shards N``), the asynchronous workers of
-Algorithm 1 (``--workers N``) and data-parallel training across processes, GPUs and nodes with
-``torchrun``.
-
-Batch shards on threads (CPU, exact)
-    One small convolution cannot keep several cores busy (the demo's network spends most of its
-    time in 8- to 24-channel convolutions at 128²). ``--shards N`` splits every batch into N
-    shards and runs each shard's episode, losses and backward pass on its own thread with
-    ``threads / N`` intra-op threads; the shards' gradients, weighted by their share of the
-    batch, sum to the whole batch's gradient, and the action samples are the whole batch's
-    (each shard takes its slice of the episode's uniforms). The same computation as one batch
-    (``tests/test_parallel.py``), unlike the asynchronous workers.
+"""Parallel PA3C: the asynchronous workers of Algorithm 1 (``--workers N``) and data-parallel
+training across processes, GPUs and nodes with ``torchrun``. (Batch shards on threads, ``--shards
+N``, compute one update's gradient: ``update.ShardThreads``.)
 
 Asynchronous workers (CPU, Hogwild)
     The global agent's parameters and the Adam moments live in shared memory. Each of N worker
@@ -40,61 +31,16 @@ from __future__ import annotations
 
 import os
 import queue
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pixeldrl.config import TrainConfig
-from pixeldrl.rl.pa3c import Agent, episode_losses, episode_stats
-
-# --------------------------------------------------------------------------- batch shards on threads
-
-
-class ShardThreads:
-    """Exact in-process data parallelism over a batch (see the module docstring).
-
-    ``threads_per_shard`` intra-op threads per shard thread (default: the process's threads / N);
-    the calling thread keeps its own setting for validation and inference.
-    """
-
-    def __init__(self, n: int, threads_per_shard: int | None = None):
-        self.n = n
-        per = threads_per_shard or max(1, torch.get_num_threads() // n)
-        # set_num_threads in the pool's threads only: each thread's OpenMP team size is its own.
-        self.pool = ThreadPoolExecutor(n, thread_name_prefix="pa3c-shard", initializer=torch.set_num_threads,
-                                       initargs=(per,))
-
-    def backward(self, agent: Agent, images: torch.Tensor, masks: torch.Tensor, uniforms: torch.Tensor,
-                 cfg: TrainConfig, grad_steps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Set every parameter's ``.grad`` to the batch's PA3C gradient; returns (stats, final masks).
-
-        images (B, C, H, W), masks (B, H, W), uniforms (T, B, H, W). ``stats`` holds the batch's
-        total, policy, value, per-step entropy and mean reward, as ``train.pa3c_update`` logs them.
-        """
-        b = images.shape[0]
-        params = [p for p in agent.parameters() if p.requires_grad]
-        parts = [(x, y, u) for x, y, u in zip(images.tensor_split(self.n), masks.tensor_split(self.n),
-                                              uniforms.tensor_split(self.n, dim=1)) if len(x)]
-
-        def shard(part):
-            x, y, u = part
-            ro, losses = episode_losses(agent, x, y, cfg, u, grad_steps)
-            share = x.shape[0] / b  # the shard's part of the batch mean
-            grads = torch.autograd.grad(losses.total * share, params, allow_unused=True)
-            return grads, episode_stats(ro, losses, cfg.t_max) * share, ro.final_mask
-
-        results = list(self.pool.map(shard, parts))
-        for i, p in enumerate(params):
-            grads = [r[0][i] for r in results if r[0][i] is not None]
-            p.grad = torch.stack(grads).sum(0) if grads else None  # in shard order: deterministic
-        stats = torch.stack([r[1] for r in results]).sum(0)
-        return stats, torch.cat([r[2] for r in results])
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
+from pixeldrl.data.transforms import random_flip
+from pixeldrl.models import build_agent
+from pixeldrl.rl.pa3c import Agent
+from pixeldrl.training.update import pa3c_update
 
 # --------------------------------------------------------------------------- data parallel
 
@@ -165,11 +111,7 @@ def share_adam_state(opt: torch.optim.Adam) -> list[dict]:
 
 def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict], images: torch.Tensor,
             masks: torch.Tensor, threads: int, jobs, results) -> None:
-    from pixeldrl.training.train import _flip, pa3c_update
-
     torch.set_num_threads(threads)
-    from pixeldrl.models import build_agent
-
     local = build_agent(cfg)
     local.set_fast_paths(cfg.channels_last, cfg.amp, False, cfg.recompute)
     local.train()
@@ -194,7 +136,7 @@ def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict]
         local.load_state_dict(global_agent.state_dict())  # sync with the global parameters
         x, y = images[idx].clone(), masks[idx].clone()
         if cfg.augment:
-            x, y = _flip(x, y, flip_gen)
+            x, y = random_flip(x, y, flip_gen)
         s, d = pa3c_update(local, opt, x, y, cfg, sample_gen, grad_hook=push_grads)
         results.put((s, d))
 

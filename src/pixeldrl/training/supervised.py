@@ -3,10 +3,10 @@
     pixeldrl train --data DATA --model unet --preset small --epochs 20 --out runs/unet
 
 Everything but the model and the loss is PixelDRL-MG's: the same splits and input size
-(``protocol.load_dataset``, any layout), the same epochs, batch size, Adam learning rate and step decay, the same
+(``data.dataset.load_dataset``, any layout), the same epochs, batch size, Adam learning rate and step decay, the same
 optional flips, validation Dice of the argmax mask every ``val_every`` epochs picking
 ``checkpoint_best.pt``, and the same test evaluation at the images' original size. The run folder
-holds the same files as ``train.py`` writes (``config.json``, ``splits.json``, ``log.csv``,
+folder is the one of ``run.py`` (``config.json``, ``splits.json``, ``log.csv``,
 ``training_curve.png``, ``checkpoint_latest/best/final.pt``, ``summary.json``,
 ``test_per_image.csv``), so ``evaluate``, ``predict`` and ``reproduce`` treat all runs alike. The
 log's PA3C columns (policy/value loss, entropy, reward) are NaN here.
@@ -17,7 +17,6 @@ softmax, Dice and cross-entropy weighted 1 : 1.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -25,29 +24,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pixeldrl.models import Segmenter
-from pixeldrl.training.checkpoint import load_checkpoint, resolve_device
+from pixeldrl.nets.baselines import Segmenter
+from pixeldrl.checkpoint import load_checkpoint, resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, validate
 from pixeldrl.data.folder import SliceDataset
-from pixeldrl.data.protocol import load_dataset
+from pixeldrl.data.transforms import random_flip
+from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
-from pixeldrl.training.train import (_flip, _read_log, _write_json, batch_dice, default_run_dir, finish_run, make_scheduler, record_epoch,
-                    validate_dice)
+from pixeldrl.training.run import (batch_dice, default_run_dir, epoch_batches, finish_run, make_scheduler, read_log,
+                                   record_epoch, validate_dice, write_json)
 
 
 def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
                 device: torch.device, shuffle_gen: torch.Generator, progress: bool) -> dict:
     """One pass over the training split; returns the mean loss and the Dice of the argmax masks."""
     model.train()
-    order = torch.randperm(len(ds), generator=shuffle_gen)
     total, dices = 0.0, []
-    n_batches = math.ceil(len(ds) / cfg.batch_size)
-    bar = tqdm(range(n_batches), desc="train", unit="batch", leave=False, disable=not progress)
-    for i in bar:
-        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+    batches = epoch_batches(len(ds), cfg.batch_size, shuffle_gen)
+    bar = tqdm(batches, desc="train", unit="batch", leave=False, disable=not progress)
+    for idx in bar:
         images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
         if cfg.augment:
-            images, masks = _flip(images, masks, shuffle_gen)
+            images, masks = random_flip(images, masks, shuffle_gen)
         images, masks = images.to(device), masks.to(device)
         logits = model(images)  # (B, 2, S, S)
         loss = loss_fn(logits, masks.unsqueeze(1))
@@ -60,7 +58,7 @@ def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: Slice
         total += loss_value
         dices += batch_dice(logits.detach().argmax(1) > 0, masks)
         bar.set_postfix(loss=f"{loss_value:.3f}", dice=f"{np.mean(dices):.3f}")
-    return {"loss": total / n_batches, "train_dice": float(np.mean(dices))}
+    return {"loss": total / len(batches), "train_dice": float(np.mean(dices))}
 
 
 def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = True,
@@ -78,7 +76,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
         raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
     if not resume and latest.exists():
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    splits = load_dataset(cfg, progress=progress)  # any layout (protocol.py), as train.py
+    splits = load_dataset(cfg, progress=progress)  # any layout (data/dataset.py), as train.py
     train_ds, val_ds = splits["train"], splits["val"]
     cfg.in_channels = int(train_ds.images.shape[1])
 
@@ -98,9 +96,9 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
         shuffle_gen.set_state(ckpt["shuffle_rng"])
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", cfg.to_dict())
-    _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
-    log = _read_log(run_dir / "log.csv", start_epoch - 1)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
+    log = read_log(run_dir / "log.csv", start_epoch - 1)
 
     def payload(epoch: int, best: float, steps: int) -> dict:  # ``steps`` unused: a U-Net segments in one pass
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

@@ -1,249 +1,34 @@
-"""PA3C training (the synchronous batched form of Algorithm 1) and the run folder.
+"""PA3C training: ``train`` sets a run up, runs the epochs and finishes the run folder.
 
     pixeldrl train --data DATA --preset small --epochs 20 --out runs/mine
 
-Each epoch: shuffle the training slices, and for every batch roll out one ``t_max``-step episode
-with sampled actions, compute the PA3C losses (``pa3c.py``) and take one Adam step. Every
-``val_every`` epochs the greedy policy segments the validation split; the best validation Dice
-picks ``checkpoint_best.pt``. After the last epoch the best checkpoint is evaluated on the test
-split at the images' original size.
-
-Run folder (everything needed to restore or inspect the run)::
-
-    config.json            the TrainConfig
-    splits.json            which image went to which split
-    log.csv                one row per epoch: losses, mean reward, entropy, train/val Dice, seconds
-    training_curve.png     the log, plotted
-    checkpoint_latest.pt   written every epoch (``--resume`` continues from it)
-    checkpoint_best.pt     best validation Dice so far
-    checkpoint_final.pt    after the last epoch
-    summary.json           test-split metrics, the JSON of ``pixeldrl evaluate --json``
-    test_per_image.csv     the same, one row per image
+Each epoch runs ``update.train_epoch`` (or the asynchronous workers, or a data-parallel rank's
+shard, ``parallel.py``); every ``val_every`` epochs the greedy policy segments the validation split
+and the best validation Dice picks ``checkpoint_best.pt`` (``run.py``, which also lists the run
+folder). After the last epoch the best checkpoint is evaluated on the test split. The U-Net
+baselines go to ``supervised.py`` with the same run folder.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from pixeldrl.training.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from pixeldrl.checkpoint import load_checkpoint, resolve_device
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
-from pixeldrl.data.folder import SliceDataset
+from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
-from pixeldrl.metrics import dice
 from pixeldrl.models import build_agent
-from pixeldrl.rl.pa3c import Agent, draw_grad_steps, draw_uniforms, episode_losses, episode_stats
-from pixeldrl.training.parallel import AsyncWorkers, ShardThreads, average_gradients, dist_env, init_distributed, shard_batches
-from pixeldrl.data.protocol import load_dataset
-from pixeldrl.predict import segment
-
-LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
-              "train_dice", "val_dice", "val_steps", "seconds"]
-
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    """runs/DATASET/PRESET[-nosam][-nodc]/seedK — derived from what the run is."""
-    variant = cfg.preset + ("" if cfg.use_sam else "-nosam") + ("" if cfg.use_dilation else "-nodc")
-    if cfg.model != "pixeldrl":
-        variant = f"{cfg.model}-{cfg.preset}"
-    return Path("runs") / Path(cfg.data).resolve().name / variant / f"seed{cfg.seed}"
-
-
-def batch_dice(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
-    """Per-image DICE (paper's ε) of (B, H, W) binary tensors."""
-    return [dice(p, g) for p, g in zip(pred.cpu().numpy(), gt.cpu().numpy())]
-
-
-@torch.no_grad()
-def validate_steps(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, batch_size: int = 16) -> list[float]:
-    """Mean greedy DICE over a split after each of the ``t_max`` steps (network size; cheap)."""
-    agent.eval()
-    per_image = []  # (N, T)
-    for start in range(0, len(ds), batch_size):
-        x = ds.images[start:start + batch_size].to(device)
-        steps = segment(agent, x, t_max, return_steps=True).steps[1:].cpu().numpy()  # (T, B, S, S)
-        gts = ds.masks[start:start + batch_size].cpu().numpy()
-        per_image += [[dice(steps[t, i], g) for t in range(t_max)] for i, g in enumerate(gts)]
-    agent.train()
-    return np.mean(per_image, axis=0).tolist() if per_image else [float("nan")] * t_max
-
-
-def pick_steps(scores: list[float], infer_steps: int = 0) -> tuple[float, int]:
-    """(DICE, steps) of greedy inference: at ``infer_steps`` when it is set, else at the step with the
-    best score (the earliest of equal ones: fewer forward passes)."""
-    if infer_steps:
-        k = min(infer_steps, len(scores))
-        return scores[k - 1], k
-    k = int(np.argmax(scores)) + 1
-    return scores[k - 1], k
-
-
-def validate_dice(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, infer_steps: int = 0,
-                  batch_size: int = 16) -> tuple[float, int]:
-    """Validation score for checkpoint selection: (mean greedy DICE, the inference steps it is at)."""
-    return pick_steps(validate_steps(agent, ds, t_max, device, batch_size), infer_steps)
-
-
-def _flip(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator):
-    """Random horizontal and vertical flips, the same for image and mask (``augment``)."""
-    for dim in (-1, -2):
-        flip = torch.rand(images.shape[0], generator=gen) < 0.5
-        images[flip] = images[flip].flip(dim)
-        masks[flip] = masks[flip].flip(dim)
-    return images, masks
-
-
-STAT_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "mean_reward")
-
-
-def pa3c_update(agent: Agent, opt: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor,
-                cfg: TrainConfig, sample_gen: torch.Generator, grad_hook=None,
-                shards: ShardThreads | None = None) -> tuple[list[float], list[float]]:
-    """One PA3C update on a batch (B, C, S, S), (B, S, S): rollout, losses, backward, optimiser step.
-
-    ``grad_hook(agent)`` runs between backward and the step: the asynchronous workers hand their
-    gradients to the shared parameters there, data-parallel ranks average theirs. ``shards`` runs
-    the batch as shards on threads (the same gradient; ``parallel.ShardThreads``).
-    Returns the update's ``STAT_KEYS`` values and the sampled episodes' per-image Dice.
-    """
-    uniforms = draw_uniforms(images, cfg.t_max, sample_gen)  # (T, B, S, S): the episode's action samples
-    grad_steps = draw_grad_steps(cfg.t_max, cfg.grad_steps, sample_gen)  # (T,) bool or None (all steps)
-    agent.zero_grad(set_to_none=True)
-    if shards is None:
-        ro, losses = episode_losses(agent, images, masks, cfg, uniforms, grad_steps)
-        losses.total.backward()
-        stats, final_mask = episode_stats(ro, losses, cfg.t_max), ro.final_mask
-    else:
-        stats, final_mask = shards.backward(agent, images, masks, uniforms, cfg, grad_steps)
-    if grad_hook is not None:
-        grad_hook(agent)
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
-    opt.step()
-    return stats.tolist(), batch_dice(final_mask > 0, masks)  # one host sync per update, for the log
-
-
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule of ``cfg.lr_schedule``, stepped once after every epoch.
-
-    ``step``: ×``lr_decay`` every ``lr_step`` epochs (the paper's). ``cosine``: epoch e (0-based)
-    runs at ``lr · ½(1 + cos(π·e/epochs))``, so the last epochs take small steps; the schedule is a
-    function of the epoch alone, so a resumed run continues it exactly.
-    """
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)))
-    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
-
-
-def epoch_batches(n: int, batch_size: int, shuffle_gen: torch.Generator) -> list[torch.Tensor]:
-    """The epoch's shuffled index batches (the last one may be short)."""
-    order = torch.randperm(n, generator=shuffle_gen)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def summarize(stats: list[list[float]], dices: list[float]) -> dict:
-    out = {k: float(np.mean([s[i] for s in stats])) for i, k in enumerate(STAT_KEYS)}
-    out["train_dice"] = float(np.mean(dices))
-    return out
-
-
-def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
-                device: torch.device, shuffle_gen: torch.Generator, sample_gen: torch.Generator,
-                progress: bool, batches: list[torch.Tensor] | None = None, grad_hook=None,
-                shards: ShardThreads | None = None) -> dict:
-    """One pass over the training split; returns the epoch's mean losses, reward, entropy, Dice."""
-    agent.train()
-    batches = epoch_batches(len(ds), cfg.batch_size, shuffle_gen) if batches is None else batches
-    stats, dices = [], []
-    bar = tqdm(batches, desc="train", unit="batch", leave=False, disable=not progress)
-    for idx in bar:
-        images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
-        if cfg.augment:
-            images, masks = _flip(images, masks, shuffle_gen)
-        s, d = pa3c_update(agent, opt, images.to(device), masks.to(device), cfg, sample_gen, grad_hook, shards)
-        stats.append(s)
-        dices += d
-        bar.set_postfix(loss=f"{s[0]:.3f}", dice=f"{np.mean(dices):.3f}")
-    return summarize(stats, dices)
-
-
-def _read_log(path: Path, upto_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= upto_epoch]
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
-
-
-def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0: float, n_val: int,
-                 validate, best: float, payload, steps: int) -> tuple[float, float, int]:
-    """Close an epoch: validate when due, append its row to log.csv, redraw the curve, write
-    checkpoint_latest (and checkpoint_best when validation improved). Returns (best, val Dice, steps).
-
-    ``row`` holds the epoch, lr and training stats; ``validate()`` gives the val Dice and the greedy
-    steps it was reached at (``pick_steps``); ``payload(epoch, best, steps)`` the checkpoint's
-    contents, ``steps`` being the inference steps of that checkpoint's own model (the last
-    validated ones when this epoch does not validate). Without a validation split the last epoch
-    counts as the best.
-    """
-    from pixeldrl.report import plot_training_curve
-
-    epoch = row["epoch"]
-    val = float("nan")
-    if n_val and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-        val, steps = validate()
-    improved = not math.isnan(val) and val > best
-    if improved:
-        best = val
-    elif n_val == 0 and epoch == cfg.epochs:
-        improved = True
-    row = {**row, "val_dice": val, "val_steps": steps if not math.isnan(val) else "", "seconds": time.perf_counter() - t0}
-    log.append({k: row.get(k, float("nan")) for k in LOG_FIELDS})  # PA3C-only columns are NaN for U-Nets
-    _write_log(run_dir / "log.csv", log)
-    plot_training_curve(run_dir / "log.csv", run_dir / "training_curve.png")
-    state = payload(epoch, best, steps)
-    if improved:
-        save_checkpoint(run_dir / "checkpoint_best.pt", state)
-    save_checkpoint(run_dir / "checkpoint_latest.pt", state)
-    return best, val, steps
-
-
-def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool) -> Path:
-    """checkpoint_final (and _best when validation never ran), then the test split's summary."""
-    save_checkpoint(run_dir / "checkpoint_final.pt", final_payload)
-    if not (run_dir / "checkpoint_best.pt").exists():
-        save_checkpoint(run_dir / "checkpoint_best.pt", final_payload)
-    if evaluate_test:
-        from pixeldrl.evaluate import evaluate_checkpoint, write_result
-
-        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
-                                     progress=progress)
-        if result["n"]:
-            write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
-    return run_dir
+from pixeldrl.training.parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
+from pixeldrl.training.run import (default_run_dir, epoch_batches, finish_run, make_scheduler, read_log,
+                                   record_epoch, validate_dice, write_json)
+from pixeldrl.training.supervised import train_supervised
+from pixeldrl.training.update import ShardThreads, summarize, train_epoch
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluate_test: bool = True) -> Path:
@@ -254,8 +39,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     """
     validate(cfg)
     if cfg.model not in PA3C_MODELS:
-        from pixeldrl.training.supervised import train_supervised
-
         return train_supervised(cfg, resume=resume, progress=progress, evaluate_test=evaluate_test)
     _, world, local_rank = dist_env()
     device = resolve_device(cfg.device)
@@ -314,9 +97,9 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
     train_ds, val_ds = splits["train"], splits["val"]
     if main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", cfg.to_dict())
-        _write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
-    log = _read_log(run_dir / "log.csv", start_epoch - 1)
+        write_json(run_dir / "config.json", cfg.to_dict())
+        write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
+    log = read_log(run_dir / "log.csv", start_epoch - 1)
 
     def payload(epoch: int, best: float, steps: int) -> dict:
         return {"model": agent.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

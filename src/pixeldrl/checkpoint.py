@@ -16,6 +16,7 @@ import torch
 
 from pixeldrl.config import TrainConfig
 from pixeldrl.errors import InputError
+from pixeldrl.models import build_model, check_model
 from pixeldrl.nets.pixeldrl_mg import NetConfig
 from pixeldrl.rl.pa3c import Agent
 
@@ -70,8 +71,8 @@ def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
 
     For PixelDRL-MG (and checkpoints older than the ``model`` field) the agent is rebuilt from the
     stored ``net_config``; for the baselines from the stored ``model_name`` / ``model_kwargs``
-    (``baselines.py``): a PixelRL agent, or a ``baselines.Segmenter`` whose one-shot ``segment``
-    ``predict.segment`` calls. Either way the result plugs into ``predict`` and ``evaluate``.
+    (``models.py``): a PixelRL agent, or a ``nets.baselines.Segmenter`` that the greedy episode runs
+    in one pass. Either way the result plugs into ``predict`` and ``evaluate``.
     The returned config's ``infer_steps`` is the number of greedy steps to run.
     """
     # Check the device first: otherwise torch.load's failure to map onto it reads as a corrupt file.
@@ -84,8 +85,6 @@ def agent_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     if name == "pixeldrl":
         agent = Agent(NetConfig.from_dict(ckpt["net_config"]), cfg.kernel_size, kernel_mode=cfg.kernel)
     else:
-        from pixeldrl.models import build_model, check_model
-
         check_model(name)
         agent = build_model(name, **ckpt.get("model_kwargs", {"in_channels": cfg.in_channels}), cfg=cfg)
     try:

@@ -1,0 +1,56 @@
+"""pixeldrl — PixelDRL-MG: pixel-level deep reinforcement learning for medical image segmentation.
+
+Every pixel of a 2-D image is an agent; a shared fully convolutional network looks at the
+progressively masked image and, for ``t_max`` steps, each pixel chooses "set to zero" or "do
+nothing"; training is pixel-level advantage actor-critic (PA3C). The package follows the data::
+
+    data/          files -> network-size slices
+                   images (PNG/TIFF), volumes (NIfTI), layouts (MSD, nnU-Net, LGG, paired folders),
+                   transforms (intensities, network size, flips), folder (the 2-D folder format),
+                   protocol (volumes -> slices, splits, k-shot), store (``pixeldrl prepare``),
+                   dataset (``load_dataset``: any layout -> train/val/test), demo (MNI152 slices)
+    nets/          networks: pixeldrl_mg (PixelDRL-MG), kernels (CPU workarounds),
+                   baselines (MONAI U-Nets, PixelRL's network)
+    config.py      TrainConfig, presets, validation; the one list of models
+    rl/            the paper's equations: env (state, actions, Eq. 12 reward),
+                   pa3c (agent, rollout, Eq. 8 returns, losses, the greedy episode ``segment``)
+    models.py      every model by name (PA3C agents and U-Nets)
+    checkpoint.py  save / load (``weights_only``) / rebuild a model from a checkpoint
+    training/      update (one PA3C update, an epoch), run (run folder, log, schedule,
+                   validation), parallel (asynchronous workers, torchrun), supervised (U-Nets),
+                   train (``train``: the whole run)
+    predict.py     checkpoint + images or volumes -> masks
+    metrics.py     the paper's metrics (DICE, PPV, SEN, IoU, Boundary IoU, HD95)
+    evaluate.py    masks or a checkpoint against ground truth -> tables
+    report.py      figures: overlays, the mask after each step, training curves
+    experiments/   reproduce (the paper's tables), corruptions (robustness), demo
+    cli.py         the ``pixeldrl`` command
+
+The public API below is what the command runs; ``pixeldrl --help`` lists the commands.
+"""
+
+__version__ = "0.1.0"
+
+from pixeldrl.checkpoint import agent_from_checkpoint
+from pixeldrl.config import TrainConfig, make_config
+from pixeldrl.data.dataset import load_dataset
+from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders
+from pixeldrl.metrics import compute_metrics
+from pixeldrl.predict import predict_files, predict_volumes
+from pixeldrl.rl.pa3c import segment
+from pixeldrl.training.train import train
+
+__all__ = [
+    "__version__",
+    "TrainConfig",
+    "make_config",
+    "load_dataset",
+    "train",
+    "agent_from_checkpoint",
+    "segment",
+    "predict_files",
+    "predict_volumes",
+    "evaluate_checkpoint",
+    "evaluate_folders",
+    "compute_metrics",
+]

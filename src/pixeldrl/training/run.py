@@ -1,0 +1,168 @@
+"""What every training loop shares: the run folder, the log, the schedule, validation.
+
+Run folder (everything needed to restore or inspect a run)::
+
+    config.json            the TrainConfig
+    splits.json            which image went to which split
+    log.csv                one row per epoch: losses, mean reward, entropy, train/val Dice, seconds
+    training_curve.png     the log, plotted
+    checkpoint_latest.pt   written every epoch (``--resume`` continues from it)
+    checkpoint_best.pt     best validation Dice so far
+    checkpoint_final.pt    after the last epoch
+    summary.json           test-split metrics, the JSON of ``pixeldrl evaluate --json``
+    test_per_image.csv     the same, one row per image
+
+Validation runs the greedy episode (``rl.pa3c.segment``) on the validation split at network size
+after each of the ``t_max`` steps; the best step (or ``infer_steps``) gives the score that picks
+``checkpoint_best.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixeldrl.checkpoint import save_checkpoint
+from pixeldrl.config import TrainConfig
+from pixeldrl.data.folder import SliceDataset
+from pixeldrl.metrics import dice
+from pixeldrl.report import plot_training_curve
+from pixeldrl.rl.pa3c import Agent, segment
+
+LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
+              "train_dice", "val_dice", "val_steps", "seconds"]
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/DATASET/PRESET[-nosam][-nodc]/seedK — derived from what the run is."""
+    variant = cfg.preset + ("" if cfg.use_sam else "-nosam") + ("" if cfg.use_dilation else "-nodc")
+    if cfg.model != "pixeldrl":
+        variant = f"{cfg.model}-{cfg.preset}"
+    return Path("runs") / Path(cfg.data).resolve().name / variant / f"seed{cfg.seed}"
+
+
+def batch_dice(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
+    """Per-image DICE (paper's ε) of (B, H, W) binary tensors."""
+    return [dice(p, g) for p, g in zip(pred.cpu().numpy(), gt.cpu().numpy())]
+
+
+@torch.no_grad()
+def validate_steps(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, batch_size: int = 16) -> list[float]:
+    """Mean greedy DICE over a split after each of the ``t_max`` steps (network size; cheap)."""
+    agent.eval()
+    per_image = []  # (N, T)
+    for start in range(0, len(ds), batch_size):
+        x = ds.images[start:start + batch_size].to(device)
+        steps = segment(agent, x, t_max, return_steps=True).steps[1:].cpu().numpy()  # (T, B, S, S)
+        gts = ds.masks[start:start + batch_size].cpu().numpy()
+        per_image += [[dice(steps[t, i], g) for t in range(t_max)] for i, g in enumerate(gts)]
+    agent.train()
+    return np.mean(per_image, axis=0).tolist() if per_image else [float("nan")] * t_max
+
+
+def pick_steps(scores: list[float], infer_steps: int = 0) -> tuple[float, int]:
+    """(DICE, steps) of greedy inference: at ``infer_steps`` when it is set, else at the step with the
+    best score (the earliest of equal ones: fewer forward passes)."""
+    if infer_steps:
+        k = min(infer_steps, len(scores))
+        return scores[k - 1], k
+    k = int(np.argmax(scores)) + 1
+    return scores[k - 1], k
+
+
+def validate_dice(agent: Agent, ds: SliceDataset, t_max: int, device: torch.device, infer_steps: int = 0,
+                  batch_size: int = 16) -> tuple[float, int]:
+    """Validation score for checkpoint selection: (mean greedy DICE, the inference steps it is at)."""
+    return pick_steps(validate_steps(agent, ds, t_max, device, batch_size), infer_steps)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of ``cfg.lr_schedule``, stepped once after every epoch.
+
+    ``step``: ×``lr_decay`` every ``lr_step`` epochs (the paper's). ``cosine``: epoch e (0-based)
+    runs at ``lr · ½(1 + cos(π·e/epochs))``, so the last epochs take small steps; the schedule is a
+    function of the epoch alone, so a resumed run continues it exactly.
+    """
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)))
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+
+
+def epoch_batches(n: int, batch_size: int, shuffle_gen: torch.Generator) -> list[torch.Tensor]:
+    """The epoch's shuffled index batches (the last one may be short)."""
+    order = torch.randperm(n, generator=shuffle_gen)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def read_log(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= upto_epoch]
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0: float, n_val: int,
+                 validate, best: float, payload, steps: int) -> tuple[float, float, int]:
+    """Close an epoch: validate when due, append its row to log.csv, redraw the curve, write
+    checkpoint_latest (and checkpoint_best when validation improved). Returns (best, val Dice, steps).
+
+    ``row`` holds the epoch, lr and training stats; ``validate()`` gives the val Dice and the greedy
+    steps it was reached at (``pick_steps``); ``payload(epoch, best, steps)`` the checkpoint's
+    contents, ``steps`` being the inference steps of that checkpoint's own model (the last
+    validated ones when this epoch does not validate). Without a validation split the last epoch
+    counts as the best.
+    """
+    epoch = row["epoch"]
+    val = float("nan")
+    if n_val and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+        val, steps = validate()
+    improved = not math.isnan(val) and val > best
+    if improved:
+        best = val
+    elif n_val == 0 and epoch == cfg.epochs:
+        improved = True
+    row = {**row, "val_dice": val, "val_steps": steps if not math.isnan(val) else "", "seconds": time.perf_counter() - t0}
+    log.append({k: row.get(k, float("nan")) for k in LOG_FIELDS})  # PA3C-only columns are NaN for U-Nets
+    write_log(run_dir / "log.csv", log)
+    plot_training_curve(run_dir / "log.csv", run_dir / "training_curve.png")
+    state = payload(epoch, best, steps)
+    if improved:
+        save_checkpoint(run_dir / "checkpoint_best.pt", state)
+    save_checkpoint(run_dir / "checkpoint_latest.pt", state)
+    return best, val, steps
+
+
+def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool) -> Path:
+    """checkpoint_final (and _best when validation never ran), then the test split's summary."""
+    save_checkpoint(run_dir / "checkpoint_final.pt", final_payload)
+    if not (run_dir / "checkpoint_best.pt").exists():
+        save_checkpoint(run_dir / "checkpoint_best.pt", final_payload)
+    if evaluate_test:
+        from pixeldrl.evaluate import evaluate_checkpoint, write_result
+
+        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
+                                     progress=progress)
+        if result["n"]:
+            write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
+    return run_dir
