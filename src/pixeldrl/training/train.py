@@ -39,6 +39,7 @@ from pixeldrl.training.checkpoint import load_checkpoint, resolve_device, save_c
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.errors import InputError
+from pixeldrl.fileio import atomic_write
 from pixeldrl.metrics import dice
 from pixeldrl.models import build_agent
 from pixeldrl.rl.pa3c import Agent, draw_grad_steps, draw_uniforms, episode_losses, episode_stats
@@ -184,18 +185,15 @@ def _read_log(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
 
 
 def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0: float, n_val: int,
