@@ -16,3 +16,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(params=[0o022], ids=lambda m: f"umask{m:03o}")
+def umask(request):
+    """Run a test under ``request.param`` as the umask (default 0o022), then restore the old one."""
+    import os
+
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)

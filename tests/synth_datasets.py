@@ -73,7 +73,7 @@ def make_nnunet(root: Path, n: int = 3, channels: int = 2) -> Path:
     for k in range(n):
         img, lab = volume(k, channels=channels)
         for c in range(channels):
-            save_nifti(root / "imagesTr" / f"case_{k:03d}_{c:04d}.nii.gz", img[..., c])
+            save_nifti(root / "imagesTr" / f"case_{k:03d}_{c:04d}.nii.gz", img[..., c] if channels > 1 else img)
         save_nifti(root / "labelsTr" / f"case_{k:03d}.nii.gz", lab)
     meta = {"channel_names": {str(c): f"MR{c}" for c in range(channels)},
             "labels": {"background": 0, "outer": 1, "core": 2}, "numTraining": n, "file_ending": ".nii.gz"}

@@ -98,6 +98,48 @@ def test_nnunet_2d_png_end_to_end(tmp_path, capsys):
     assert json.loads(out)["n"] == 1  # 5 one-slice cases -> 3/1/1
 
 
+def test_single_channel_nnunet_imagests_predicts_case_names(tmp_path, capsys, umask):
+    # nnU-Net's one channel file CASE_0000.nii.gz gives CASE.nii.gz, so evaluate pairs it with labelsTs/CASE.
+    root = make_nnunet(tmp_path / "raw", n=3, channels=1)
+    ts = make_nnunet(tmp_path / "ts", n=2, channels=1)
+    (ts / "imagesTr").rename(root / "imagesTs")
+    (ts / "labelsTr").rename(root / "labelsTs")
+    rc, _, err = run(capsys, "train", "--data", root, *FAST, "--out", tmp_path / "run")
+    assert rc == 0, err
+    ckpt = tmp_path / "run" / "checkpoint_best.pt"
+    rc, _, err = run(capsys, "predict", "--checkpoint", ckpt, root / "imagesTs", "--out", tmp_path / "pred")
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["case_000.nii.gz", "case_001.nii.gz"]
+    rc, out, err = run(capsys, "evaluate", "--pred", tmp_path / "pred", "--gt", root / "labelsTs", "--json")
+    assert rc == 0, err
+    assert [v["name"] for v in json.loads(out)["per_volume"]] == ["case_000", "case_001"]
+    # written for colleagues too: the umask's mode (0o644 under 0o022), not tempfile's 0600
+    assert {oct(p.stat().st_mode & 0o777) for p in [ckpt, *(tmp_path / "pred").iterdir()]} == {"0o644"}
+
+
+def test_channel_suffix_is_stripped_only_in_nnunet_layout(tmp_path):
+    from types import SimpleNamespace
+
+    from pixeldrl.data.layouts import in_nnunet_folder, nnunet_channel
+    from pixeldrl.predict import _volume_jobs
+
+    make_paired(tmp_path / "raw", n=1)
+    src = (tmp_path / "raw" / "images" / "case0.nii.gz").read_bytes()
+    for f in ("imagesTs/a_0000.nii.gz", "Task/imagesVal/b_0000.nii", "scans/c_0001.nii.gz", "Task/dataset.json"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_bytes(src if "nii" in f else b"{}")
+    assert nnunet_channel("x/case_001_0002.nii.gz") == ("case_001", 2) and nnunet_channel("x/c_001.nii") is None
+    assert in_nnunet_folder(tmp_path / "imagesTs" / "a_0000.nii.gz")
+    assert in_nnunet_folder(tmp_path / "Task" / "imagesVal" / "b_0000.nii")  # under a dataset.json
+    assert not in_nnunet_folder(tmp_path / "scans" / "c_0001.nii.gz")
+    paired = SimpleNamespace(source_format="paired", in_channels=1, channels=None)
+    inputs = [tmp_path / "imagesTs", tmp_path / "Task" / "imagesVal", tmp_path / "scans"]
+    outputs = sorted(o for j in _volume_jobs(inputs, paired) for o in j["outputs"])
+    assert outputs == ["a.nii.gz", "b.nii", "c_0001.nii.gz"]  # elsewhere the suffix may be part of the name
+    nnunet = SimpleNamespace(source_format="nnunet", in_channels=1, channels=None)
+    assert [j["outputs"] for j in _volume_jobs([tmp_path / "scans"], nnunet)] == [["c.nii.gz"]]
+
+
 def test_slice_split_and_options_are_stored(tmp_path, capsys):
     root = make_paired(tmp_path / "raw", n=3)
     rc, _, err = run(capsys, "train", "--data", root, *FAST, "--split-level", "slice", "--labels", "2",

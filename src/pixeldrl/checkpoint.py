@@ -8,14 +8,13 @@ one cannot execute code: ``{"format": 1, "model": state_dict, "optimizer": state
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from pixeldrl.config import TrainConfig
 from pixeldrl.errors import InputError
+from pixeldrl.fileio import atomic_write
 from pixeldrl.models import build_model, check_model
 from pixeldrl.nets.pixeldrl_mg import NetConfig
 from pixeldrl.rl.pa3c import Agent
@@ -25,15 +24,8 @@ FORMAT = 1
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

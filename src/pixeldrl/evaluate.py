@@ -17,6 +17,7 @@ import numpy as np
 from pixeldrl.checkpoint import agent_from_checkpoint
 from pixeldrl.data.folder import find_pairs
 from pixeldrl.errors import InputError
+from pixeldrl.fileio import atomic_write
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
 from pixeldrl.metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
 from pixeldrl.data.layouts import detect_format
@@ -209,8 +210,7 @@ def write_result(result: dict, json_path: str | Path, csv_path: str | Path | Non
     """summary.json (the ``evaluate --json`` object) and, optionally, the per-image CSV."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(json_path)
+    with atomic_write(json_path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
     if csv_path is not None:
         write_per_image_csv(result, csv_path)

@@ -186,9 +186,7 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
 
 def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
     """Group the inputs into volumes: NIfTI files (nnU-Net: one file per channel) or LGG patient folders."""
-    import re
-
-    from pixeldrl.data.layouts import LGG_SLICE
+    from pixeldrl.data.layouts import LGG_SLICE, in_nnunet_folder, nnunet_channel
     from pixeldrl.data.volumes import is_nifti, nifti_stem
 
     nifti: list[Path] = []
@@ -214,23 +212,28 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
         else:
             raise InputError(f"{item}: not a NIfTI volume (.nii, .nii.gz)")
     jobs = []
-    if cfg.source_format == "nnunet" and cfg.in_channels > 1:
-        groups: dict[str, list[Path]] = {}
-        for p in nifti:
-            m = re.match(r"^(.*)_(\d{4})$", nifti_stem(p))
-            if not m:
-                raise InputError(f"{p}: expected nnU-Net channel files CASE_0000.nii.gz … (the checkpoint "
-                                 f"takes {cfg.in_channels} channels)")
-            groups.setdefault(m.group(1), []).append(p)
-        for case, files in sorted(groups.items()):
-            files.sort()
-            if len(files) != cfg.in_channels:
-                raise InputError(f"{files[0]}: case {case!r} has {len(files)} channel file(s), the checkpoint "
-                                 f"takes {cfg.in_channels}")
-            ending = files[0].name[len(nifti_stem(files[0])):]
-            jobs.append({"kind": "nifti", "files": files, "outputs": [case + ending]})
-    else:
-        jobs += [{"kind": "nifti", "files": [p], "outputs": [p.name]} for p in nifti]
+    # nnU-Net keeps one file per channel, CASE_0000.nii.gz …, and names the case's labels CASE.nii.gz:
+    # the prediction takes the case name whatever the number of channels, so that evaluating it
+    # against labelsTs pairs it up. A checkpoint trained on nnU-Net reads only such files.
+    nnunet_ckpt = cfg.source_format == "nnunet"
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for p in nifti:
+        ch = nnunet_channel(p)
+        if ch and (nnunet_ckpt or in_nnunet_folder(p)):
+            groups.setdefault((p.parent, ch[0]), []).append(p)
+        elif nnunet_ckpt and cfg.in_channels > 1:
+            raise InputError(f"{p}: expected nnU-Net channel files CASE_0000.nii.gz … (the checkpoint "
+                             f"takes {cfg.in_channels} channels)")
+        else:
+            jobs.append({"kind": "nifti", "files": [p], "outputs": [p.name]})
+    for (_, case), files in sorted(groups.items()):
+        files = sorted(set(files))
+        # With --channels the run kept some of the files' channels; predict_volume checks those.
+        if cfg.channels is None and len(files) != cfg.in_channels:
+            raise InputError(f"{files[0]}: case {case!r} has {len(files)} channel file(s), the checkpoint "
+                             f"takes {cfg.in_channels}")
+        ending = files[0].name[len(nifti_stem(files[0])):]
+        jobs.append({"kind": "nifti", "files": files, "outputs": [case + ending]})
     for folder, files in lgg.items():
         files = sorted(set(files), key=lambda p: int(LGG_SLICE.match(p.name).group(2)))
         jobs.append({"kind": "lgg", "files": files, "outputs": [p.name for p in files]})
@@ -261,7 +264,8 @@ def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: s
     """``pixeldrl predict`` on volumes: one NIfTI mask per input volume, with its affine and header.
 
     NIfTI inputs give ``OUT/NAME.nii[.gz]`` (``uint8`` 0/1, the input's file name; nnU-Net channel
-    files ``CASE_0000…`` give ``OUT/CASE.nii.gz``); LGG patient folders (a checkpoint trained on LGG)
+    files ``CASE_0000…``, one or several per case, give ``OUT/CASE.nii.gz``: see
+    :func:`pixeldrl.data.layouts.in_nnunet_folder`); LGG patient folders (a checkpoint trained on LGG)
     give one 0/255 TIFF per slice with the slice's file name. Every output is checked for clashes
     before anything runs and written atomically, so a failure leaves no partial file.
     """

@@ -41,7 +41,6 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ import numpy as np
 from pixeldrl.data.folder import SPLITS
 from pixeldrl.data.transforms import to_network
 from pixeldrl.errors import InputError
+from pixeldrl.fileio import atomic_write
 from pixeldrl.data.images import IMAGE_EXTENSIONS, write_image_uint16, write_mask
 
 T1_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -206,8 +206,6 @@ def make_demo_dataset(out_dir: str | os.PathLike, size: int = 128, block: int = 
                     pass
 
     manifest = {"params": params, "files": files, "counts": {s: len(files[s]) for s in SPLITS}}
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=out)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(manifest, fh, indent=1)
-    os.replace(tmp, out / MANIFEST)
+    with atomic_write(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
     return dict(manifest["counts"])

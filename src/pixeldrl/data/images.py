@@ -20,12 +20,12 @@ silently would hide a data-preparation mistake.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from pixeldrl.errors import InputError
+from pixeldrl.fileio import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
@@ -158,9 +158,7 @@ def _atomic_write(path: str | os.PathLike, arr: np.ndarray) -> None:
             f"expected one of {', '.join(IMAGE_EXTENSIONS)}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
+    with atomic_write(dest) as tmp:
         if ext == ".png":
             from PIL import Image
 
@@ -169,13 +167,6 @@ def _atomic_write(path: str | os.PathLike, arr: np.ndarray) -> None:
             import tifffile
 
             tifffile.imwrite(tmp, arr)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _check_2d(arr: np.ndarray, what: str) -> np.ndarray:

@@ -12,7 +12,9 @@ Layouts (``--format``, detected automatically when ``auto``):
              ``CASE_0000.nii.gz`` …) are read as this layout too.
 ``nnunet``   nnU-Net raw (v2): ``dataset.json`` with ``channel_names`` and ``file_ending``,
              ``imagesTr/CASE_0000.nii.gz`` (one file per channel), ``labelsTr/CASE.nii.gz``; 2-D
-             cases too (``file_ending: ".png"``, one slice per case).
+             cases too (``file_ending: ".png"``, one slice per case). :func:`nnunet_channel` and
+             :func:`in_nnunet_folder` tell such channel files apart (``pixeldrl predict`` names
+             its output ``CASE.nii.gz``, like the labels).
 ``lgg``      Kaggle ``lgg-mri-segmentation``: ``PATIENT/PATIENT_N.tif`` (3-channel 256 × 256) with
              ``PATIENT/PATIENT_N_mask.tif``; a patient's slices, ordered by N, form its volume.
              The root may also be the folder that holds ``kaggle_3m/``.
@@ -42,8 +44,9 @@ FORMATS = ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared")
 VOLUME_FORMATS = ("msd", "nnunet", "lgg", "paired")
 MANIFEST = "manifest.json"
 
-__all__ = ["FORMATS", "VOLUME_FORMATS", "LGG_SLICE", "Case", "CaseData", "detect_format", "list_cases", "read_case",
-           "dataset_modality", "read_lgg_slice"]
+__all__ = ["FORMATS", "VOLUME_FORMATS", "LGG_SLICE", "NNUNET_IMAGE_FOLDERS", "Case", "CaseData", "detect_format",
+           "list_cases", "read_case", "dataset_modality", "read_lgg_slice", "nnunet_channel", "nnunet_channel_file",
+           "in_nnunet_folder"]
 
 
 @dataclass
@@ -131,6 +134,31 @@ def dataset_modality(root: str | os.PathLike, fmt: str) -> str:
     return "mri"
 
 
+# --------------------------------------------------------------------------- nnU-Net file names
+
+_NNUNET_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
+NNUNET_IMAGE_FOLDERS = ("imagesTr", "imagesTs")
+
+
+def nnunet_channel_file(folder: Path, case: str, channel: int, ending: str) -> Path:
+    """``folder/CASE_0000<ending>``: nnU-Net's file for one channel of a case."""
+    return folder / f"{case}_{channel:04d}{ending}"
+
+
+def nnunet_channel(path: str | os.PathLike) -> tuple[str, int] | None:
+    """``(CASE, channel)`` for a file named like an nnU-Net channel file (``CASE_0000.nii.gz``), else None."""
+    m = _NNUNET_CHANNEL.match(nifti_stem(path))
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def in_nnunet_folder(path: str | os.PathLike) -> bool:
+    """True when the file lies in an nnU-Net images folder: ``imagesTr`` / ``imagesTs``, or one
+    beside or inside a folder with a ``dataset.json``."""
+    # The folder matters, not only the name: CASE_0001.nii.gz elsewhere may be a case of its own.
+    folder = Path(path).parent
+    return folder.name in NNUNET_IMAGE_FOLDERS or any((d / "dataset.json").is_file() for d in (folder, folder.parent))
+
+
 # --------------------------------------------------------------------------- listing cases
 
 
@@ -150,7 +178,7 @@ def _list_msd(root: Path) -> list[Case]:
             # nnU-Net v1 ("Task") folders list ./imagesTr/CASE.nii.gz but store CASE_0000.nii.gz, ...
             n_ch = len(d.get("modality") or {"0": "?"})
             ending = img.name[len(name):]
-            v1 = [img.parent / f"{name}_{c:04d}{ending}" for c in range(n_ch)]
+            v1 = [nnunet_channel_file(img.parent, name, c, ending) for c in range(n_ch)]
             if v1[0].is_file():
                 images = v1
         for p in images + [lab]:
@@ -178,7 +206,7 @@ def _list_nnunet(root: Path) -> list[Case]:
     cases = []
     for lab in labels:
         name = lab.name[: -len(ending)]
-        imgs = [root / "imagesTr" / f"{name}_{c:04d}{ending}" for c in range(n_ch)]
+        imgs = [nnunet_channel_file(root / "imagesTr", name, c, ending) for c in range(n_ch)]
         for p in imgs:
             if not p.is_file():
                 raise InputError(f"{p}: channel file of case {name!r} (dataset.json lists {n_ch} channels) missing")

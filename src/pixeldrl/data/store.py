@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -35,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pixeldrl.errors import InputError
+from pixeldrl.fileio import atomic_dir
 from pixeldrl.data.layouts import MANIFEST
 from pixeldrl.data.protocol import Protocol, assign_splits, cut_volumes
 
@@ -69,8 +68,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, proto: Protocol, spl
     if raw.resolve() == out.resolve() or out.resolve().is_relative_to(raw.resolve()):
         raise InputError(f"--out {out}: must lie outside the raw dataset {raw}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:  # the store appears complete or not at all
         # Each case's slices are appended to raw files as they come (memory: one case), then copied
         # into .npy files once the slice count is known.
         with open(tmp / "images.raw", "wb") as fi, open(tmp / "masks.raw", "wb") as fm:
@@ -102,10 +100,6 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, proto: Protocol, spl
                                                        ss.shapes, splits)],
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, out)  # atomic: the store appears complete or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -29,13 +29,13 @@ zeroed pixel reading as the darkest value, because the agents remove a pixel by 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pixeldrl.errors import InputError
+from pixeldrl.fileio import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MODALITIES = ("mri", "ct")
@@ -173,14 +173,8 @@ def write_nifti_mask(path: str | os.PathLike, mask: np.ndarray, like: Volume) ->
     img.header.set_slope_inter(1, 0)
     dest.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if dest.name.lower().endswith(".gz") else ".nii"  # nibabel picks compression by name
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
-    os.close(fd)
-    try:
+    with atomic_write(dest, suffix=suffix) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -31,6 +31,7 @@ import torch
 from pixeldrl.checkpoint import save_checkpoint
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
+from pixeldrl.fileio import atomic_write
 from pixeldrl.metrics import dice
 from pixeldrl.report import plot_training_curve
 from pixeldrl.rl.pa3c import Agent, segment
@@ -108,18 +109,15 @@ def read_log(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def write_log(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
 
 
 def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0: float, n_val: int,
