@@ -43,7 +43,8 @@ from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_chann
 SPLIT_LEVELS = ("patient", "slice")
 
 __all__ = ["Protocol", "SliceSet", "select_channels", "binary_target", "cut_slice", "network_slice",
-           "cut_volumes", "assign_splits", "k_shot_indices", "datasets_from_sliceset", "load_dataset"]
+           "cut_volumes", "assign_splits", "k_shot_indices", "in_plane_spacings", "datasets_from_sliceset",
+           "load_dataset"]
 
 
 @dataclass
@@ -231,15 +232,24 @@ def k_shot_indices(n_train: int, k: int, seed: int = 0) -> np.ndarray:
 def _subset(ds: SliceDataset, idx: np.ndarray) -> SliceDataset:
     t = torch.as_tensor(idx, dtype=torch.long)
     return SliceDataset(ds.images[t], ds.masks[t], [ds.names[i] for i in idx], [ds.original_shapes[i] for i in idx],
-                        [ds.pairs[i] for i in idx], [ds.patients[i] for i in idx])
+                        [ds.pairs[i] for i in idx], [ds.patients[i] for i in idx], [ds.spacings[i] for i in idx])
+
+
+def in_plane_spacings(cases: Sequence[dict], case_index: Sequence[int], axis: int) -> list[list[float] | None]:
+    """Per slice, the (row, column) pixel size in mm: its case's voxel ``spacing`` without ``axis``."""
+    per_case = [None if c.get("spacing") is None else [float(v) for a, v in enumerate(c["spacing"]) if a != axis]
+                for c in cases]
+    return [per_case[int(ci)] for ci in case_index]
 
 
 def datasets_from_sliceset(images, masks, names, patients, shapes, split_level: str = "patient",
-                           split_seed: int = 0, k_shot: int = 0, size: int | None = None) -> dict[str, SliceDataset]:
-    """Split slices (arrays or memory maps) into the three :class:`SliceDataset`; k-shot on train."""
+                           split_seed: int = 0, k_shot: int = 0, size: int | None = None, spacings=None,
+                           only: Sequence[str] = SPLITS) -> dict[str, SliceDataset]:
+    """Split slices (arrays or memory maps) into the :class:`SliceDataset` of each split in ``only``
+    (default all three); k-shot on train. ``spacings``: per slice its in-plane spacing, or None."""
     split = np.asarray(assign_splits(patients, split_level, split_seed))
     out = {}
-    for s in SPLITS:
+    for s in only:
         idx = np.flatnonzero(split == s)
         if s == "train" and k_shot:
             idx = idx[k_shot_indices(len(idx), k_shot, split_seed)]
@@ -249,16 +259,20 @@ def datasets_from_sliceset(images, masks, names, patients, shapes, split_level: 
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             y = torch.nn.functional.interpolate(y[:, None], size=(size, size), mode="nearest")[:, 0]
         out[s] = SliceDataset(x, y, [names[i] for i in idx], [shapes[i] for i in idx],
-                              patients=[patients[i] for i in idx])
+                              patients=[patients[i] for i in idx],
+                              spacings=None if spacings is None else [spacings[i] for i in idx])
     return out
 
 
-def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
+def load_dataset(cfg, progress: bool = False, only: Sequence[str] = SPLITS) -> dict[str, SliceDataset]:
     """``{"train", "val", "test"}`` datasets for ``cfg.data`` in any layout (what ``train`` reads).
 
     Records what it resolved in ``cfg`` so the run's config.json holds it (``predict`` on a volume
     reuses it): ``source_format`` (the raw layout), ``modality``; for a prepared store also the
-    store's ``labels``, ``channels``, ``axis``, ``keep_empty`` and ``ct_window``.
+    store's ``labels``, ``channels``, ``axis``, ``keep_empty`` and ``ct_window``. Volume slices
+    carry their in-plane spacing (``SliceDataset.spacings``, from the case's voxel spacing).
+    ``only``: build just these splits of a prepared store or raw volumes (evaluation of one split
+    of a store reads no more of it); the 2-D folder format always gives all three.
     """
     fmt = detect_format(cfg.data, cfg.format)
     if cfg.k_shot < 0:
@@ -285,10 +299,12 @@ def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
         cfg.labels, cfg.channels, cfg.axis = st["labels"], st["channels"], st["axis"]
         cfg.keep_empty, cfg.ct_window = st["keep_empty"], list(st["ct_window"])
         sl = store.manifest["slices"]
+        spacings = in_plane_spacings(store.manifest["cases"], [s["case"] for s in sl], st["axis"])
         return datasets_from_sliceset(store.images, store.masks, [s["name"] for s in sl],
                                       [s["patient"] for s in sl], [tuple(s["shape"]) for s in sl],
-                                      cfg.split_level, cfg.split_seed, cfg.k_shot, cfg.image_size)
+                                      cfg.split_level, cfg.split_seed, cfg.k_shot, cfg.image_size, spacings, only)
     ss = cut_volumes(cfg.data, Protocol.from_config(cfg), progress=progress)
     cfg.source_format, cfg.modality = ss.format, ss.modality
     return datasets_from_sliceset(ss.images, ss.masks, ss.names, ss.patients, ss.shapes,
-                                  cfg.split_level, cfg.split_seed, cfg.k_shot)
+                                  cfg.split_level, cfg.split_seed, cfg.k_shot,
+                                  spacings=in_plane_spacings(ss.cases, ss.case_index, cfg.axis), only=only)

@@ -6,7 +6,9 @@ Each epoch: shuffle the training slices, and for every batch roll out one ``t_ma
 with sampled actions, compute the PA3C losses (``pa3c.py``) and take one Adam step. Every
 ``val_every`` epochs the greedy policy segments the validation split; the best validation Dice
 picks ``checkpoint_best.pt``. After the last epoch the best checkpoint is evaluated on the test
-split at the images' original size.
+split at the images' original size: re-read from the raw files for a 2-D folder or raw volumes; for
+a prepared store the test split already in memory is evaluated (``evaluate.evaluate_slices``), so a
+store trains, validates and tests without its raw folder.
 
 Run folder (everything needed to restore or inspect the run)::
 
@@ -231,16 +233,30 @@ def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0
     return best, val, steps
 
 
-def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool) -> Path:
-    """checkpoint_final (and _best when validation never ran), then the test split's summary."""
+def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool,
+               test_ds: SliceDataset | None = None) -> Path:
+    """checkpoint_final (and _best when validation never ran), then the test split's summary.
+
+    ``test_ds``: the run's in-memory test split. For a prepared store it is what gets evaluated
+    (``evaluate.evaluate_slices``; nothing is re-read, the raw folder is never needed); a 2-D folder
+    or raw volumes are re-read and evaluated at their original size (``evaluate.evaluate_checkpoint``).
+    """
+    from pixeldrl.data.layouts import detect_format
+
     save_checkpoint(run_dir / "checkpoint_final.pt", final_payload)
     if not (run_dir / "checkpoint_best.pt").exists():
         save_checkpoint(run_dir / "checkpoint_best.pt", final_payload)
     if evaluate_test:
-        from pixeldrl.evaluate import evaluate_checkpoint, write_result
+        from pixeldrl.evaluate import evaluate_checkpoint, evaluate_slices, write_result
 
-        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
-                                     progress=progress)
+        best = run_dir / "checkpoint_best.pt"
+        if test_ds is not None and detect_format(cfg.data, cfg.format) == "prepared":
+            from pixeldrl.training.checkpoint import agent_from_checkpoint
+
+            agent, best_cfg = agent_from_checkpoint(best, cfg.device)
+            result = evaluate_slices(agent, best_cfg, test_ds, device=cfg.device, progress=progress)
+        else:
+            result = evaluate_checkpoint(best, cfg.data, "test", device=cfg.device, progress=progress)
         if result["n"]:
             write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
     return run_dir
@@ -353,4 +369,4 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
                            val_dice=f"{val:.3f}")
     if not main_rank:
         return run_dir
-    return finish_run(run_dir, cfg, payload(cfg.epochs, best, steps), evaluate_test, progress)
+    return finish_run(run_dir, cfg, payload(cfg.epochs, best, steps), evaluate_test, progress, splits["test"])
