@@ -197,6 +197,41 @@ def test_prepare_spacing_in_manifest(tmp_path):
     np.testing.assert_allclose(open_store(store).manifest["cases"][0]["spacing"], [0.8, 0.8, 2.5])
 
 
+class _EmptyAgent:
+    """Segments nothing, in one pass (a ``one_shot`` model, as the U-Net baselines)."""
+
+    one_shot = True
+
+    def segment(self, images, t_max, return_steps=False):
+        from pixeldrl.predict import Segmentation
+
+        m = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.bool)
+        return Segmentation(m, m.float(), None, 1)
+
+
+def test_store_evaluates_from_itself_at_original_size(tmp_path):
+    """A store evaluates its recorded split without the raw folder, at the slices' own size, HD95 in mm."""
+    from pixeldrl.evaluate import evaluate_store
+
+    store = prepare(make_paired(tmp_path / "raw", n=5), tmp_path / "prep", Protocol(image_size=8), progress=False)
+    (tmp_path / "raw").rename(tmp_path / "gone")
+    test = load_dataset(TrainConfig(data=str(store), image_size=8), only=("test",))
+    assert list(test) == ["test"]
+    ds = test["test"]
+    recorded = [s["name"] for s in open_store(store).manifest["slices"] if s["split"] == "test"]
+    assert ds.names == recorded and len(ds) == FG_SLICES  # 5 patients -> 4/0/1
+    assert ds.images.shape[-1] == 8 and set(ds.original_shapes) == {(16, 16)}
+    assert np.allclose(ds.spacings, 0.8)  # AFFINE's in-plane voxel size (axis 2 cut away)
+    result = evaluate_store(_EmptyAgent(), TrainConfig(data=str(store), image_size=8), store, "test")
+    assert [r["name"] for r in result["per_image"]] == recorded
+    assert (result["hd95_unit"], result["ground_truth"]) == ("mm", "store") and "per_volume" not in result
+    # empty predictions: HD95 is the diagonal of the 16 × 16 slice of 0.8 mm pixels, not of the 8 × 8 input
+    assert result["mean"]["HD95"] == pytest.approx(16 * 0.8 * np.sqrt(2))
+    assert result["mean"]["DICE"] < 1e-3 and result["hd95_one_empty"] == FG_SLICES
+    with pytest.raises(InputError, match="--split"):
+        evaluate_store(_EmptyAgent(), TrainConfig(data=str(store), image_size=8), store, "tset")
+
+
 def test_store_of_another_version_is_refused(tmp_path, capsys):
     store = prepare(make_paired(tmp_path / "raw"), tmp_path / "prep", Protocol(image_size=16), progress=False)
     man = json.loads((store / "manifest.json").read_text())

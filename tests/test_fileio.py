@@ -15,7 +15,7 @@ from pixeldrl.data.store import prepare
 from pixeldrl.data.volumes import read_nifti, write_nifti_mask
 from pixeldrl.evaluate import write_result
 from pixeldrl.fileio import atomic_dir, atomic_write, default_mode
-from pixeldrl.training.checkpoint import load_checkpoint, save_checkpoint
+from pixeldrl.checkpoint import load_checkpoint, save_checkpoint
 from synth_datasets import make_paired, save_nifti, volume
 
 

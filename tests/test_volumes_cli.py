@@ -84,6 +84,42 @@ def test_prepared_store_end_to_end(tmp_path, capsys):
     assert json.loads(out)["n"] == 3  # 16 slices split 11/2/3 by slice
 
 
+def test_prepared_store_needs_no_raw_folder(tmp_path, capsys):
+    """A store trains, validates, tests and evaluates with its raw folder gone (it was re-read at the end)."""
+    root = make_paired(tmp_path / "raw", n=4)  # 4 patients -> 3/0/1: one test volume, 4 slices
+    rc, out, err = run(capsys, "prepare", root, "--out", tmp_path / "prep", "--image-size", "16")
+    assert rc == 0, err
+    moved = root.rename(tmp_path / "moved")
+    rc, _, err = run(capsys, "train", "--data", tmp_path / "prep", *FAST, "--out", tmp_path / "run")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    test_names = json.loads((tmp_path / "run" / "splits.json").read_text())["test"]
+    assert summary["n"] == len(test_names) == 4
+    assert [r["name"] for r in summary["per_image"]] == test_names  # the split training used
+    assert summary["hd95_unit"] == "mm" and summary["ground_truth"] == "store" and "per_volume" not in summary
+    assert (tmp_path / "run" / "test_per_image.csv").is_file()
+
+    ckpt = tmp_path / "run" / "checkpoint_best.pt"
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", tmp_path / "prep", "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert [r["name"] for r in result["per_image"]] == test_names
+    assert result["mean"] == pytest.approx(summary["mean"], nan_ok=True)
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", tmp_path / "prep", "--split", "train")
+    assert rc == 0, err
+    assert "prepared store" in out and "HD95 in mm" in out
+
+    # The store is at the slices' own 16 × 16, so its masks map back exactly: the same per-slice
+    # numbers as an evaluation of the raw volumes (which also gives per-volume 3-D metrics).
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", moved, "--json")
+    assert rc == 0, err
+    raw = json.loads(out)
+    assert "per_volume" in raw and "ground_truth" not in raw
+    assert [r["name"] for r in raw["per_image"]] == test_names
+    for a, b in zip(raw["per_image"], result["per_image"]):
+        assert a == pytest.approx(b, nan_ok=True)
+
+
 def test_nnunet_2d_png_end_to_end(tmp_path, capsys):
     root = make_nnunet_png(tmp_path / "raw", n=5)
     rc, _, err = run(capsys, "train", "--data", root, *FAST, "--labels", "1,2", "--out", tmp_path / "run")

@@ -214,6 +214,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(format_table(result))
+        if result.get("ground_truth") == "store":
+            print(f"prepared store: the store's masks mapped back to each slice's original size "
+                  f"(HD95 in {result['hd95_unit']}); no per-volume metrics")
         if result.get("volume_mean"):
             vm = result["volume_mean"]
             print(f"per volume (3-D, n={len(result['per_volume'])}): "

@@ -4,7 +4,8 @@
     pixeldrl evaluate --checkpoint runs/x/checkpoint_best.pt --data DATA --split test
 
 Files are paired by name with the extension ignored. Metrics are computed per image at the
-image's original size (``metrics.py``), then averaged.
+image's original size (``metrics.py``), then averaged. A prepared store is evaluated from the
+store alone (:func:`evaluate_slices`); its raw folder may be gone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pixeldrl.fileio import atomic_write
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
 from pixeldrl.metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
 from pixeldrl.data.layouts import detect_format
-from pixeldrl.predict import check_single_channel, image_normaliser, predict_arrays
+from pixeldrl.predict import check_single_channel, image_normaliser, mask_to_shape, predict_arrays, predict_slices
 
 
 def _masks_by_stem(folder: Path) -> dict[str, Path]:
@@ -115,11 +116,27 @@ def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path, axis: int =
     return result
 
 
+def _empty_result() -> dict:
+    """A split with no images (e.g. no test split in a data set of one image): nothing to measure."""
+    return {"n": 0, "mean": {k: float("nan") for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "val", "test"):
+        raise InputError(f"--split {split}: choose one of ['test', 'train', 'val']")
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device: str = "cpu",
                         progress: bool = True, batch_size: int = 8) -> dict:
-    """Segment a split of a dataset with a checkpoint; metrics at the images' original size."""
+    """Segment a split of a dataset with a checkpoint; metrics at the images' original size.
+
+    A 2-D folder or raw volumes are read from their files; a prepared store from the store alone
+    (:func:`evaluate_store`).
+    """
     agent, cfg = agent_from_checkpoint(checkpoint, device)
     fmt = detect_format(data)
+    if fmt == "prepared":
+        return evaluate_store(agent, cfg, data, split, device, progress, batch_size)
     if fmt != "folder":
         return evaluate_volumes(agent, cfg, data, fmt, split, device, progress, batch_size)
     check_single_channel(cfg, checkpoint)
@@ -127,8 +144,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     if split not in splits:
         raise InputError(f"--split {split}: choose one of {sorted(splits)}")
     pairs = splits[split]
-    if not pairs:  # e.g. no test split in a data set of one image: nothing to measure
-        return {"n": 0, "mean": {k: float("nan") for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
+    if not pairs:
+        return _empty_result()
     images, gts = [], []
     for pair in pairs:
         im, gt = read_image(pair.image_path), read_mask(pair.mask_path)
@@ -141,9 +158,56 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     return evaluate_pairs([r["mask"] for r in results], gts, [p.name for p in pairs])
 
 
+def evaluate_slices(agent, cfg, ds, device: str = "cpu", progress: bool = True, batch_size: int = 8) -> dict:
+    """A checkpoint's agent on a :class:`~pixeldrl.data.folder.SliceDataset` (a split of a prepared
+    store, as :func:`pixeldrl.data.protocol.load_dataset` gives it to training).
+
+    The network-size inputs are segmented as they are (``cfg.infer_steps`` greedy steps), then each
+    prediction and each ground-truth mask is mapped back to the slice's original in-plane size
+    (``from_network``, as ``predict`` does), where the metrics are computed; HD95 is in mm from the
+    slice's in-plane spacing (``hd95_unit``; ``"pixel"`` when a slice has no recorded spacing).
+
+    The store holds its masks at network size only, so the ground truth here is the stored mask
+    mapped back (``"ground_truth": "store"`` in the result): identical to the raw mask when the
+    store's image size equals the slice's larger side, else its nearest-neighbour resampling, so the
+    numbers then approximate those of an evaluation on the raw volumes. The store keeps only the
+    slices that ``prepare`` kept, so there are no per-volume 3-D metrics (``per_volume``).
+    """
+    if not len(ds):
+        return _empty_result()
+    preds = predict_slices(agent, ds.images, ds.original_shapes, cfg.infer_steps, device, batch_size, progress)
+    gts = [mask_to_shape(m, shape) for m, shape in zip(ds.masks, ds.original_shapes)]
+    in_mm = all(sp is not None for sp in ds.spacings)
+    result = evaluate_pairs(preds, gts, ds.names, ds.spacings if in_mm else None)
+    result["hd95_unit"] = "mm" if in_mm else "pixel"
+    result["ground_truth"] = "store"
+    return result
+
+
+def evaluate_store(agent, cfg, data: str | Path, split: str = "test", device: str = "cpu", progress: bool = True,
+                   batch_size: int = 8) -> dict:
+    """A checkpoint on a split of a prepared store, from the store alone (the raw folder is not read).
+
+    The split is the one training made: :func:`pixeldrl.data.protocol.load_dataset` with the run's
+    ``split_level``, ``split_seed``, ``k_shot`` (the ``train`` split is the k-shot subset) and
+    ``image_size``. Metrics as :func:`evaluate_slices`.
+    """
+    from dataclasses import replace
+
+    from pixeldrl.data.dataset import load_dataset
+
+    _check_split(split)
+    run = replace(cfg, data=str(data), format="prepared")  # load_dataset records the store's settings in it
+    ds = load_dataset(run, only=(split,))[split]
+    if ds.images.shape[1] != cfg.in_channels:
+        raise InputError(f"{data}: the store's slices have {ds.images.shape[1]} channel(s) but the checkpoint "
+                         f"was trained on {cfg.in_channels}")
+    return evaluate_slices(agent, cfg, ds, device, progress, batch_size)
+
+
 def evaluate_volumes(agent, cfg, data: str | Path, fmt: str, split: str = "test", device: str = "cpu",
                      progress: bool = True, batch_size: int = 8) -> dict:
-    """A checkpoint on a split of a volume dataset (raw, or prepared: then its source volumes are read).
+    """A checkpoint on a split of a raw volume dataset (a prepared store goes to :func:`evaluate_store`).
 
     The split is recomputed exactly as training made it (the run's labels, channels, axis, empty-slice
     rule, ``split_level``, ``split_seed``). Each volume of the split is segmented whole
@@ -157,28 +221,17 @@ def evaluate_volumes(agent, cfg, data: str | Path, fmt: str, split: str = "test"
     from pixeldrl.predict import predict_volume
     from pixeldrl.data.protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
 
-    if split not in ("train", "val", "test"):
-        raise InputError(f"--split {split}: choose one of ['test', 'train', 'val']")
-    proto = Protocol.from_config(cfg)
     if fmt == "prepared":
-        from pixeldrl.data.store import open_store
-
-        man = open_store(data).manifest
-        root, src_fmt = Path(man["source"]), man["format"]
-        if not root.is_dir():
-            raise InputError(f"{data}: its source {root} is gone; evaluation reads the original volumes")
-        st = man["settings"]
-        proto = Protocol(src_fmt, st["labels"], st["channels"], st["axis"], st["keep_empty"], st["modality"],
-                         tuple(st["ct_window"]), cfg.image_size)
-    else:
-        root, src_fmt = Path(data), fmt
-        proto.format = fmt
-    cases = list_cases(root, src_fmt)
+        return evaluate_store(agent, cfg, data, split, device, progress, batch_size)
+    _check_split(split)
+    proto = Protocol.from_config(cfg)
+    root, proto.format = Path(data), fmt
+    cases = list_cases(root, fmt)
     index = cut_volumes(root, proto, cases=cases, index_only=True)
     which = assign_splits(index.patients, cfg.split_level, cfg.split_seed)
     chosen = [i for i, s in enumerate(which) if s == split]
     if not chosen:
-        return {"n": 0, "mean": {k: float("nan") for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
+        return _empty_result()
     by_case: dict[int, list[int]] = {}
     for i in chosen:
         by_case.setdefault(int(index.case_index[i]), []).append(i)

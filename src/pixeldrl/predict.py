@@ -82,13 +82,30 @@ def predict_arrays(agent: Agent, images: list[np.ndarray], size: int, t_max: int
         for i, im in enumerate(chunk):
             shape = im.shape[:2]
             res = {
-                "mask": from_network(seg.mask[i].cpu().numpy().astype(np.uint8), shape, order=0) > 0,
+                "mask": mask_to_shape(seg.mask[i], shape),
                 "keep_prob": from_network(seg.keep_prob[i].cpu().numpy().astype(np.float32), shape, order=1),
             }
             if return_steps:
                 res["steps"] = np.stack([from_network(s.cpu().numpy().astype(np.uint8), shape, order=0) > 0
                                          for s in seg.steps[:, i]])
             out.append(res)
+    return out
+
+
+def mask_to_shape(mask: torch.Tensor | np.ndarray, shape) -> np.ndarray:
+    """A network-size (S, S) binary mask back at its image's own (H, W) size (bool; ``from_network``)."""
+    m = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return from_network(m.astype(np.uint8), shape, order=0) > 0
+
+
+def predict_slices(agent: Agent, images: torch.Tensor, shapes, t_max: int, device: str = "cpu",
+                   batch_size: int = 8, progress: bool = True) -> list[np.ndarray]:
+    """Segment network-size inputs (N, C, S, S) that are already normalised (a ``SliceDataset``'s)
+    and map each mask back to its slice's original (H, W) in ``shapes`` -> N bool arrays."""
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
+        seg = segment(agent, images[start:start + batch_size].to(device), t_max)
+        out += [mask_to_shape(m, shapes[start + i]) for i, m in enumerate(seg.mask)]
     return out
 
 
@@ -177,7 +194,7 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
         x = torch.from_numpy(np.stack([network_slice(s, size) for s in slices])).to(device)  # (B, C, S, S)
         seg = segment(agent, x, cfg.infer_steps)
         for i, k in enumerate(ks):
-            m = from_network(seg.mask[i].cpu().numpy().astype(np.uint8), slices[i].shape[1:], order=0) > 0
+            m = mask_to_shape(seg.mask[i], slices[i].shape[1:])
             idx = [slice(None)] * 3
             idx[axis] = k
             out[tuple(idx)] = m

@@ -10,19 +10,25 @@ split; training, validation and the test evaluation all read through it.
 
 from __future__ import annotations
 
-from pixeldrl.data.folder import SliceDataset, load_splits
+from typing import Sequence
+
+from pixeldrl.data.folder import SPLITS, SliceDataset, load_splits
 from pixeldrl.data.layouts import detect_format
-from pixeldrl.data.protocol import Protocol, subset_dataset, cut_volumes, datasets_from_sliceset, k_shot_indices
+from pixeldrl.data.protocol import (Protocol, cut_volumes, datasets_from_sliceset, in_plane_spacings, k_shot_indices,
+                                    subset_dataset)
 from pixeldrl.data.store import open_store
 from pixeldrl.errors import InputError
 
 
-def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
+def load_dataset(cfg, progress: bool = False, only: Sequence[str] = SPLITS) -> dict[str, SliceDataset]:
     """``{"train", "val", "test"}`` datasets for ``cfg.data`` in any layout (what ``train`` reads).
 
     Records what it resolved in ``cfg`` so the run's config.json holds it (``predict`` on a volume
     reuses it): ``source_format`` (the raw layout), ``modality``; for a prepared store also the
-    store's ``labels``, ``channels``, ``axis``, ``keep_empty`` and ``ct_window``.
+    store's ``labels``, ``channels``, ``axis``, ``keep_empty`` and ``ct_window``. Volume slices
+    carry their in-plane spacing (``SliceDataset.spacings``, from the case's voxel spacing).
+    ``only``: build just these splits of a prepared store or raw volumes (evaluation of one split
+    of a store reads no more of it); the 2-D folder format always gives all three.
     """
     fmt = detect_format(cfg.data, cfg.format)
     if cfg.k_shot < 0:
@@ -47,10 +53,12 @@ def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
         cfg.labels, cfg.channels, cfg.axis = st["labels"], st["channels"], st["axis"]
         cfg.keep_empty, cfg.ct_window = st["keep_empty"], list(st["ct_window"])
         sl = store.manifest["slices"]
+        spacings = in_plane_spacings(store.manifest["cases"], [s["case"] for s in sl], st["axis"])
         return datasets_from_sliceset(store.images, store.masks, [s["name"] for s in sl],
                                       [s["patient"] for s in sl], [tuple(s["shape"]) for s in sl],
-                                      cfg.split_level, cfg.split_seed, cfg.k_shot, cfg.image_size)
+                                      cfg.split_level, cfg.split_seed, cfg.k_shot, cfg.image_size, spacings, only)
     ss = cut_volumes(cfg.data, Protocol.from_config(cfg), progress=progress)
     cfg.source_format, cfg.modality = ss.format, ss.modality
     return datasets_from_sliceset(ss.images, ss.masks, ss.names, ss.patients, ss.shapes,
-                                  cfg.split_level, cfg.split_seed, cfg.k_shot)
+                                  cfg.split_level, cfg.split_seed, cfg.k_shot,
+                                  spacings=in_plane_spacings(ss.cases, ss.case_index, cfg.axis), only=only)

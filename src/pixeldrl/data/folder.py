@@ -172,7 +172,9 @@ class SliceDataset(torch.utils.data.Dataset):
     ``masks`` (N, S, S) float32 in {0, 1};
     ``names`` (list of str); ``original_shapes`` (list of (H, W)); ``pairs`` (the source files, or
     ``None`` entries when built from arrays); ``patients`` (the patient of each slice; the name
-    itself for 2-D images). ``ds[i]`` returns ``(image (C, S, S), mask (S, S))``.
+    itself for 2-D images); ``spacings`` (the in-plane (row, column) pixel size in mm of each slice
+    at its original size, ``None`` entries where unknown, e.g. 2-D images).
+    ``ds[i]`` returns ``(image (C, S, S), mask (S, S))``.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class SliceDataset(torch.utils.data.Dataset):
         original_shapes: Sequence[tuple[int, int]],
         pairs: Sequence[Pair | None] | None = None,
         patients: Sequence[str] | None = None,
+        spacings: Sequence[Sequence[float] | None] | None = None,
     ):
         n = len(names)
         if images.ndim != 4 or images.shape[1] < 1 or images.shape[0] != n:
@@ -197,6 +200,10 @@ class SliceDataset(torch.utils.data.Dataset):
         self.original_shapes = [tuple(int(v) for v in s) for s in original_shapes]
         self.pairs = list(pairs) if pairs is not None else [None] * n
         self.patients = list(patients) if patients is not None else list(self.names)
+        if spacings is not None and len(spacings) != n:
+            raise ValueError("spacings must have one entry per image")
+        self.spacings = [None if sp is None else tuple(float(v) for v in sp) for sp in spacings] \
+            if spacings is not None else [None] * n
 
     @property
     def size(self) -> int:

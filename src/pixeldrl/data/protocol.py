@@ -44,7 +44,8 @@ from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_chann
 SPLIT_LEVELS = ("patient", "slice")
 
 __all__ = ["Protocol", "SliceSet", "select_channels", "binary_target", "cut_slice", "network_slice",
-           "cut_volumes", "assign_splits", "k_shot_indices", "datasets_from_sliceset", "subset_dataset"]
+           "cut_volumes", "assign_splits", "k_shot_indices", "in_plane_spacings", "datasets_from_sliceset",
+           "subset_dataset"]
 
 
 @dataclass
@@ -232,15 +233,24 @@ def k_shot_indices(n_train: int, k: int, seed: int = 0) -> np.ndarray:
 def subset_dataset(ds: SliceDataset, idx: np.ndarray) -> SliceDataset:
     t = torch.as_tensor(idx, dtype=torch.long)
     return SliceDataset(ds.images[t], ds.masks[t], [ds.names[i] for i in idx], [ds.original_shapes[i] for i in idx],
-                        [ds.pairs[i] for i in idx], [ds.patients[i] for i in idx])
+                        [ds.pairs[i] for i in idx], [ds.patients[i] for i in idx], [ds.spacings[i] for i in idx])
+
+
+def in_plane_spacings(cases: Sequence[dict], case_index: Sequence[int], axis: int) -> list[list[float] | None]:
+    """Per slice, the (row, column) pixel size in mm: its case's voxel ``spacing`` without ``axis``."""
+    per_case = [None if c.get("spacing") is None else [float(v) for a, v in enumerate(c["spacing"]) if a != axis]
+                for c in cases]
+    return [per_case[int(ci)] for ci in case_index]
 
 
 def datasets_from_sliceset(images, masks, names, patients, shapes, split_level: str = "patient",
-                           split_seed: int = 0, k_shot: int = 0, size: int | None = None) -> dict[str, SliceDataset]:
-    """Split slices (arrays or memory maps) into the three :class:`SliceDataset`; k-shot on train."""
+                           split_seed: int = 0, k_shot: int = 0, size: int | None = None, spacings=None,
+                           only: Sequence[str] = SPLITS) -> dict[str, SliceDataset]:
+    """Split slices (arrays or memory maps) into the :class:`SliceDataset` of each split in ``only``
+    (default all three); k-shot on train. ``spacings``: per slice its in-plane spacing, or None."""
     split = np.asarray(assign_splits(patients, split_level, split_seed))
     out = {}
-    for s in SPLITS:
+    for s in only:
         idx = np.flatnonzero(split == s)
         if s == "train" and k_shot:
             idx = idx[k_shot_indices(len(idx), k_shot, split_seed)]
@@ -250,5 +260,6 @@ def datasets_from_sliceset(images, masks, names, patients, shapes, split_level: 
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             y = torch.nn.functional.interpolate(y[:, None], size=(size, size), mode="nearest")[:, 0]
         out[s] = SliceDataset(x, y, [names[i] for i in idx], [shapes[i] for i in idx],
-                              patients=[patients[i] for i in idx])
+                              patients=[patients[i] for i in idx],
+                              spacings=None if spacings is None else [spacings[i] for i in idx])
     return out

@@ -17,6 +17,12 @@ in-plane shape before resizing and the split it falls in with the store's ``spli
 ``--split-level`` works on the same store). Arrays are opened with ``np.load(mmap_mode="r",
 allow_pickle=False)``: training reads them with no decoding, normalising or resizing.
 
+A store is self-sufficient: training, validation, the end-of-run test evaluation and ``pixeldrl
+evaluate --checkpoint CKPT --data STORE`` read only the store (``source`` is a record; the raw
+folder may be moved or deleted). Evaluation maps predictions and the stored masks back to each
+slice's recorded in-plane ``shape`` and reports HD95 in mm from the case's ``spacing``
+(:func:`pixeldrl.evaluate.evaluate_slices`).
+
 The store is written into a hidden temporary folder beside ``--out`` and renamed into place at the
 end, so a failed or interrupted ``prepare`` leaves nothing behind. A store whose
 ``pixeldrl_store`` number differs from :data:`STORE_FORMAT` is refused (re-run ``prepare``).

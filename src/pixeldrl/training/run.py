@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixeldrl.checkpoint import save_checkpoint
+from pixeldrl.checkpoint import agent_from_checkpoint, save_checkpoint
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
+from pixeldrl.data.layouts import detect_format
+from pixeldrl.evaluate import evaluate_checkpoint, evaluate_slices, write_result
 from pixeldrl.fileio import atomic_write
 from pixeldrl.metrics import dice
 from pixeldrl.report import plot_training_curve
@@ -151,16 +153,24 @@ def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0
     return best, val, steps
 
 
-def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool) -> Path:
-    """checkpoint_final (and _best when validation never ran), then the test split's summary."""
+def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool,
+               test_ds: SliceDataset | None = None) -> Path:
+    """checkpoint_final (and _best when validation never ran), then the test split's summary.
+
+    ``test_ds``: the run's in-memory test split. For a prepared store it is what gets evaluated
+    (``evaluate.evaluate_slices``; nothing is re-read, the raw folder is never needed); a 2-D folder
+    or raw volumes are re-read and evaluated at their original size (``evaluate.evaluate_checkpoint``).
+    """
     save_checkpoint(run_dir / "checkpoint_final.pt", final_payload)
     if not (run_dir / "checkpoint_best.pt").exists():
         save_checkpoint(run_dir / "checkpoint_best.pt", final_payload)
     if evaluate_test:
-        from pixeldrl.evaluate import evaluate_checkpoint, write_result
-
-        result = evaluate_checkpoint(run_dir / "checkpoint_best.pt", cfg.data, "test", device=cfg.device,
-                                     progress=progress)
+        best = run_dir / "checkpoint_best.pt"
+        if test_ds is not None and detect_format(cfg.data, cfg.format) == "prepared":
+            agent, best_cfg = agent_from_checkpoint(best, cfg.device)
+            result = evaluate_slices(agent, best_cfg, test_ds, device=cfg.device, progress=progress)
+        else:
+            result = evaluate_checkpoint(best, cfg.data, "test", device=cfg.device, progress=progress)
         if result["n"]:
             write_result(result, run_dir / "summary.json", run_dir / "test_per_image.csv")
     return run_dir

@@ -115,4 +115,4 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
         best, val, _ = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
                                     lambda: validate_dice(model, val_ds, 1, device), best, payload, 1)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}", val_dice=f"{val:.3f}")
-    return finish_run(run_dir, cfg, payload(cfg.epochs, best, 1), evaluate_test, progress)
+    return finish_run(run_dir, cfg, payload(cfg.epochs, best, 1), evaluate_test, progress, splits["test"])

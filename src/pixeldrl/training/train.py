@@ -136,4 +136,4 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
                            val_dice=f"{val:.3f}")
     if not main_rank:
         return run_dir
-    return finish_run(run_dir, cfg, payload(cfg.epochs, best, steps), evaluate_test, progress)
+    return finish_run(run_dir, cfg, payload(cfg.epochs, best, steps), evaluate_test, progress, splits["test"])
