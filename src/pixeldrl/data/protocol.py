@@ -43,7 +43,8 @@ from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_chann
 SPLIT_LEVELS = ("patient", "slice")
 
 __all__ = ["Protocol", "SliceSet", "select_channels", "binary_target", "cut_slice", "network_slice",
-           "cut_volumes", "assign_splits", "k_shot_indices", "datasets_from_sliceset", "load_dataset"]
+           "cut_volumes", "assign_splits", "k_shot_indices", "datasets_from_sliceset", "load_dataset",
+           "largest_in_plane"]
 
 
 @dataclass
@@ -292,3 +293,62 @@ def load_dataset(cfg, progress: bool = False) -> dict[str, SliceDataset]:
     cfg.source_format, cfg.modality = ss.format, ss.modality
     return datasets_from_sliceset(ss.images, ss.masks, ss.names, ss.patients, ss.shapes,
                                   cfg.split_level, cfg.split_seed, cfg.k_shot)
+
+
+def _image_side(path: Path) -> int:
+    """The larger side of a 2-D image file: from the PNG header, else by reading the file."""
+    if path.suffix.lower() == ".png":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                return int(max(im.size))
+        except Exception:  # unreadable: let the reader name the problem
+            pass
+    from pixeldrl.data.images import read_image
+
+    return int(max(read_image(path).shape))
+
+
+def _case_side(case: Case, axis: int) -> int:
+    """The larger in-plane side of a case's slices along ``axis`` (NIfTI: from the header)."""
+    if case.kind == "lgg":
+        from pixeldrl.data.layouts import read_lgg_slice
+
+        shape = tuple(read_lgg_slice(case.images[0]).shape[:2]) + (len(case.images),)
+    elif case.kind == "png":
+        shape = (_image_side(case.images[0]),) * 2 + (1,)
+    else:
+        import nibabel as nib
+
+        try:
+            shape = tuple(int(v) for v in nib.load(str(case.images[0])).shape[:3])
+        except Exception:  # unreadable header: read_case names the problem
+            shape = tuple(read_case(case).label.shape)
+        if len(shape) < 3:
+            shape = tuple(read_case(case).label.shape)
+    return int(max(v for a, v in enumerate(shape) if a != axis))
+
+
+def largest_in_plane(root: str | os.PathLike, fmt: str = "auto", axis: int = 2) -> int:
+    """The largest in-plane side (max of H and W over every image or slice) of a dataset in any layout.
+
+    2-D folders: every image (PNG from its header); volumes: every case along ``axis`` (NIfTI from
+    its header, LGG from a patient's first slice); a prepared store: its slices' original sides,
+    at most the store's own size (its slices are stored at that size).
+    """
+    root = Path(root)
+    fmt = detect_format(root, fmt)
+    if fmt == "folder":
+        from pixeldrl.data.folder import find_pairs
+
+        return max(_image_side(p.image_path) for pairs in find_pairs(root).values() for p in pairs)
+    if fmt == "prepared":
+        from pixeldrl.data.store import open_store
+
+        man = open_store(root).manifest
+        return min(max(max(s["shape"]) for s in man["slices"]), int(man["image_size"]))
+    cases = list_cases(root, fmt)
+    if not cases:
+        raise InputError(f"{root}: no cases found")
+    return max(_case_side(c, axis) for c in cases)
