@@ -263,8 +263,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                  batch_size=a.batch_size, device=a.device, shots=shots, progress=sys.stderr.isatty())
     exp_dir = reproduce(a.experiment, s)
     print((exp_dir / "results.md").read_text())
-    print(f"results: {exp_dir / 'results.md'}, {exp_dir / 'results.csv'}, {exp_dir / 'bars.png'}, "
-          f"{exp_dir / 'comparison.png'}")
+    files = [exp_dir / f for f in ("results.md", "results.csv", "bars.png", "comparison.png")]
+    print("results: " + ", ".join(str(f) for f in files if f.exists()))
     return 0
 
 
@@ -329,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3): mean ± std")
     p.add_argument("--out", default="", help="results and run folders (default runs/reproduce/DATASET)")
     p.add_argument("--preset", default="paper", help="PixelDRL-MG preset and the shared training budget")
-    p.add_argument("--image-size", type=int, help="input side of every model (preset default)")
+    p.add_argument("--image-size", type=int,
+                   help="input side of every model (default: follows the data: its largest in-plane side rounded "
+                        "up to a multiple of 32, at least 64, at most the preset's size; printed)")
     p.add_argument("--batch-size", type=int, help="images per update of every model (preset default)")
     p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
     p.add_argument("--device", default="cpu")

@@ -5,15 +5,22 @@
     pixeldrl train --data prepared/heart     # a prepared store (data/store.py)
 
 :func:`load_dataset` detects the layout and returns :class:`~pixeldrl.data.folder.SliceDataset` per
-split; training, validation and the test evaluation all read through it.
+split; training, validation and the test evaluation all read through it. :func:`largest_in_plane`
+gives a dataset's largest in-plane side, whatever its layout (``reproduce`` sizes its runs by it).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
-from pixeldrl.data.folder import SPLITS, SliceDataset, load_splits
-from pixeldrl.data.layouts import detect_format
+import nibabel as nib
+from PIL import Image
+
+from pixeldrl.data.folder import SPLITS, SliceDataset, find_pairs, load_splits
+from pixeldrl.data.images import read_image
+from pixeldrl.data.layouts import Case, detect_format, list_cases, read_case, read_lgg_slice
 from pixeldrl.data.protocol import (Protocol, cut_volumes, datasets_from_sliceset, in_plane_spacings, k_shot_indices,
                                     subset_dataset)
 from pixeldrl.data.store import open_store
@@ -62,3 +69,50 @@ def load_dataset(cfg, progress: bool = False, only: Sequence[str] = SPLITS) -> d
     return datasets_from_sliceset(ss.images, ss.masks, ss.names, ss.patients, ss.shapes,
                                   cfg.split_level, cfg.split_seed, cfg.k_shot,
                                   spacings=in_plane_spacings(ss.cases, ss.case_index, cfg.axis), only=only)
+
+
+def _image_side(path: Path) -> int:
+    """The larger side of a 2-D image file: from the PNG header, else by reading the file."""
+    if path.suffix.lower() == ".png":
+        try:
+            with Image.open(path) as im:
+                return int(max(im.size))
+        except Exception:  # unreadable: let the reader name the problem
+            pass
+    return int(max(read_image(path).shape))
+
+
+def _case_side(case: Case, axis: int) -> int:
+    """The larger in-plane side of a case's slices along ``axis`` (NIfTI: from the header)."""
+    if case.kind == "lgg":
+        shape = tuple(read_lgg_slice(case.images[0]).shape[:2]) + (len(case.images),)
+    elif case.kind == "png":
+        shape = (_image_side(case.images[0]),) * 2 + (1,)
+    else:
+        try:
+            shape = tuple(int(v) for v in nib.load(str(case.images[0])).shape[:3])
+        except Exception:  # unreadable header: read_case names the problem
+            shape = tuple(read_case(case).label.shape)
+        if len(shape) < 3:
+            shape = tuple(read_case(case).label.shape)
+    return int(max(v for a, v in enumerate(shape) if a != axis))
+
+
+def largest_in_plane(root: str | os.PathLike, fmt: str = "auto", axis: int = 2) -> int:
+    """The largest in-plane side (max of H and W over every image or slice) of a dataset in any layout.
+
+    2-D folders: every image (PNG from its header); volumes: every case along ``axis`` (NIfTI from
+    its header, LGG from a patient's first slice); a prepared store: its slices' original sides,
+    at most the store's own size (its slices are stored at that size).
+    """
+    root = Path(root)
+    fmt = detect_format(root, fmt)
+    if fmt == "folder":
+        return max(_image_side(p.image_path) for pairs in find_pairs(root).values() for p in pairs)
+    if fmt == "prepared":
+        man = open_store(root).manifest
+        return min(max(max(s["shape"]) for s in man["slices"]), int(man["image_size"]))
+    cases = list_cases(root, fmt)
+    if not cases:
+        raise InputError(f"{root}: no cases found")
+    return max(_case_side(c, axis) for c in cases)

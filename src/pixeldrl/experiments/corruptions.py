@@ -2,20 +2,23 @@
 
     pixeldrl reproduce --data DATA --experiment robustness
 
-Each corruption is applied to the raw test image (its own intensities, original size) before the
-usual per-image normalisation, as a scanner would deliver it; the model never sees corrupted images
-in training. Levels (chosen; the paper does not list them):
+``reproduce`` corrupts the test split as the network sees it (:func:`corrupt_batch`): each channel
+of each normalised network-size slice (intensities in [0, 1], from ``data.protocol.load_dataset``,
+so 2-D folders and volumes alike), clipped back to [0, 1] afterwards — the range the network was
+trained on. The model never sees corrupted images in training. Levels (chosen; the paper does not
+list them):
 
 * ``noise-S``: additive Gaussian noise (MONAI ``RandGaussianNoise`` with a fixed std, prob 1) of
   standard deviation ``S`` × the image's intensity spread, where the spread is the 0.5–99.5
-  percentile range that normalisation maps to [0, 1] — so ``S`` is the noise level the network sees.
+  percentile range (about 1 on a normalised slice) — so ``S`` is the noise level the network sees.
 * ``bias-C``: a smooth multiplicative bias field (MONAI ``RandBiasField``, degree 3, coefficients
   drawn from [-C, C]), as from an uncorrected MRI receive coil. On a 48-pixel-wide image C = 0.1
   scales intensities by about 0.7–1.5 across the image, C = 0.3 by about 0.3–3.5.
-* ``blur-σ``: Gaussian smoothing (MONAI ``GaussianSmooth``) with σ pixels.
+* ``blur-σ``: Gaussian smoothing (MONAI ``GaussianSmooth``) with σ pixels (network pixels in
+  ``reproduce``).
 
-Randomness is seeded per image from ``(seed, image index)``: every model sees exactly the same
-corrupted pixels.
+Randomness is seeded per image from ``(seed, image index, channel)``: every model sees exactly the
+same corrupted pixels.
 """
 
 from __future__ import annotations
@@ -73,6 +76,22 @@ def corrupt(image: np.ndarray, c: Corruption, seed: int = 0) -> np.ndarray:
     else:
         out = GaussianSmooth(sigma=c.level)(x)
     return np.asarray(out, dtype=np.float32)[0]
+
+
+def corrupt_batch(images, c: Corruption, seed: int = 0) -> np.ndarray:
+    """Network inputs (N, C, S, S) in [0, 1] (tensor or array) -> their corrupted copy, float32, clipped to [0, 1].
+
+    Each channel of each slice is corrupted on its own by :func:`corrupt`, seeded with
+    ``seed * 100_003 + i + 1_000_003 * channel`` (slice ``i``), so the same call gives the same pixels.
+    """
+    x = np.asarray(images.cpu().numpy() if hasattr(images, "cpu") else images, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"corrupt_batch expects (N, C, S, S) images, got shape {x.shape}")
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        for ch in range(x.shape[1]):
+            out[i, ch] = corrupt(x[i, ch], c, seed=seed * 100_003 + i + 1_000_003 * ch)
+    return np.clip(out, 0.0, 1.0)
 
 
 def parse(name: str) -> Corruption:

@@ -2,7 +2,7 @@
 
     pixeldrl reproduce --data DATA --experiment table2 [--epochs N] [--seeds K] [--out OUT]
 
-* ``table2`` — PixelDRL-MG against every baseline (``models.py``): PixelRL and MONAI's U-Net,
+* ``table2`` — PixelDRL-MG against every baseline (``baselines.py``): PixelRL and MONAI's U-Net,
   Attention U-Net, UNet++ and Swin-UNETR.
 * ``table3`` — the ablation: PA3C alone (no SAM, no dilation), + SAM, + DC, + SAM + DC.
 * ``table4`` — k-shot training (k = 50 and 100 by default, ``--shots``) for PixelDRL-MG and the
@@ -11,12 +11,28 @@
 * ``robustness`` — every ``table2`` model evaluated on the test split corrupted at test time
   (``corruptions.py``: Gaussian noise, bias field, blur), next to the clean score.
 
+Every step reads the data as training does (``data.dataset.load_dataset``), so 2-D folders, MSD,
+nnU-Net, LGG, NIfTI pairs and prepared stores all work. Resolution of the numbers:
+
+* Tables 2, 3, 4: each run's ``summary.json`` (``evaluate_checkpoint``): the test split at the
+  images' original size (HD95 in pixels for 2-D folders, in mm for volumes).
+* ``robustness`` (every condition, ``clean`` included) and ``comparison.png``: the test split's
+  slices at the network's input size S × S (``--image-size``), segmented greedily
+  (``rl.pa3c.segment``); HD95 in network pixels. So the robustness table's ``clean`` column can
+  differ a little from Table 2, but its conditions are comparable with each other.
+
+Input size: ``--image-size S`` is always used. Without it the size follows the data
+(:func:`auto_image_size`): the largest in-plane side of the data, rounded up to a multiple of 32
+and at least 64 (what Swin-UNETR needs; the U-Nets need a multiple of 16, PixelDRL-MG of 8, so one
+size serves every experiment and runs stay shared between them), at most the preset's size (paper
+256, small 128). The choice is printed and written into ``results.md``.
+
 Every method shares the data pipeline, splits, input size, epoch budget, batch size, optimiser
 schedule, checkpoint selection (best validation Dice) and metrics; only the model and its loss
 differ. Layout under ``--out``::
 
     runs/ROW/eE-seedS/        one run folder per (method, setting, seed) — train.py's files, plus
-                              robustness/CONDITION.json for the robustness experiment
+                              robustness/CONDITION.json (clean.json too) for the robustness experiment
     data/k50-seedS/           the k-shot data set (symlinks into --data)
     EXPERIMENT/results.md     mean ± std over seeds of DICE, PPV, SEN, IoU, BIoU, HD95 and the
     EXPERIMENT/results.csv    parameter count per row; best value per column in bold
@@ -32,6 +48,7 @@ settings differ from the requested ones is refused rather than silently reused.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -42,10 +59,20 @@ from pathlib import Path
 
 import numpy as np
 
+from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, make_config
-from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt
+from pixeldrl.data.dataset import largest_in_plane, load_dataset
+from pixeldrl.data.folder import find_pairs
+from pixeldrl.data.layouts import detect_format
 from pixeldrl.errors import InputError
-from pixeldrl.metrics import METRIC_NAMES
+from pixeldrl.evaluate import write_result
+from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt_batch
+from pixeldrl.metrics import METRIC_NAMES, dice, evaluate_pairs
+from pixeldrl.models import parameter_counts
+from pixeldrl.rl.pa3c import segment
+from pixeldrl.report import _save, overlay_rgb, plt
+from pixeldrl.training.train import train
+
 
 EXPERIMENTS = ("table2", "table3", "table4", "robustness")
 LABELS = {"pixeldrl": "PixelDRL-MG", "pixelrl": "PixelRL", "unet": "U-Net", "attention-unet": "Attention U-Net",
@@ -53,6 +80,10 @@ LABELS = {"pixeldrl": "PixelDRL-MG", "pixelrl": "PixelRL", "unet": "U-Net", "att
 TABLE2_MODELS = ("pixeldrl", "pixelrl", "unet", "attention-unet", "unet++", "swin-unetr")
 LOWER_IS_BETTER = {"HD95", "parameters"}
 CLEAN = "clean"
+# Without --image-size: the data's largest in-plane side rounded up to a multiple of SIZE_MULTIPLE,
+# at least MIN_SIZE (Swin-UNETR's needs, the strictest of the methods), at most the preset's size.
+SIZE_MULTIPLE = 32
+MIN_SIZE = 64
 # Settings that must match for a finished run folder to be reused.
 _RUN_KEYS = ("model", "preset", "use_sam", "use_dilation", "image_size", "epochs", "batch_size", "lr", "seed",
              "split_seed", "lr_step", "lr_decay")
@@ -136,8 +167,6 @@ def k_shot_dataset(data: str | Path, k: int, seed: int, out: Path, split_seed: i
     Written once into ``out`` (a ``done`` marker makes a second call free); the k images depend on
     ``seed`` only, so every method trained with that seed sees the same k images.
     """
-    from pixeldrl.data.folder import find_pairs
-
     if (out / ".done").exists():
         made_from = json.loads((out / ".done").read_text())["data"]
         if made_from != str(Path(data).resolve()):
@@ -159,8 +188,6 @@ def k_shot_dataset(data: str | Path, k: int, seed: int, out: Path, split_seed: i
 
 def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     """The TrainConfig of one (row, seed) run: the preset's budget with the method swapped in."""
-    from pixeldrl.data.layouts import detect_format
-
     data, k_shot = s.data, None
     if row.k_shot and detect_format(s.data) == "folder":
         # 2-D folders: a k-image data set per seed (symlinks), so each seed draws its own k images.
@@ -189,14 +216,13 @@ def _check_same(cfg: TrainConfig, run: Path) -> None:
         raise InputError(f"{run}: holds a run on {stored.get('data')}, not on {cfg.data}; use another --out")
     for k in _RUN_KEYS:
         if k in stored and stored[k] != getattr(cfg, k):
+            hint = f" or pass --image-size {stored[k]} to reuse it" if k == "image_size" else ""
             raise InputError(f"{run}: holds a run with {k}={stored[k]!r}, not {getattr(cfg, k)!r}; "
-                             f"use another --out")
+                             f"use another --out{hint}")
 
 
 def ensure_run(cfg: TrainConfig, progress: bool = True) -> tuple[Path, str]:
     """Train the run unless it is finished; returns (run folder, "skipped" | "resumed" | "trained")."""
-    from pixeldrl.training.train import train
-
     run = Path(cfg.out)
     if (run / "config.json").is_file():
         _check_same(cfg, run)
@@ -207,38 +233,92 @@ def ensure_run(cfg: TrainConfig, progress: bool = True) -> tuple[Path, str]:
     return run, "resumed" if resume else "trained"
 
 
-def robustness_results(run: Path, data: str, corruptions, device: str = "cpu", seed: int = 0) -> dict[str, dict]:
-    """Each corruption's metrics for a finished run, cached as ``robustness/NAME.json`` in the run."""
-    from pixeldrl.checkpoint import agent_from_checkpoint
-    from pixeldrl.data.folder import find_pairs
-    from pixeldrl.evaluate import write_result
-    from pixeldrl.data.images import read_image, read_mask
-    from pixeldrl.metrics import evaluate_pairs
-    from pixeldrl.predict import predict_arrays
+def auto_image_size(data: str | Path, preset: str) -> tuple[int, str]:
+    """The input size when ``--image-size`` is not given, and why (one sentence).
 
-    out = {CLEAN: json.loads((run / "summary.json").read_text())}
-    todo = [c for c in corruptions if not (run / "robustness" / f"{c.name}.json").is_file()]
+    The data's largest in-plane side (:func:`pixeldrl.data.dataset.largest_in_plane`), rounded up
+    to a multiple of ``SIZE_MULTIPLE`` and at least ``MIN_SIZE`` (Swin-UNETR's constraint, the
+    strictest; one size for every experiment keeps runs shared), capped at the preset's image size.
+    """
+    cap = make_config(preset).image_size
+    side = largest_in_plane(data)
+    rounded = max(MIN_SIZE, -(-side // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    size = min(rounded, cap)
+    why = f"the data's largest in-plane side is {side}"
+    if rounded != side:
+        why += f", rounded up to {rounded}, a multiple of {SIZE_MULTIPLE} and at least {MIN_SIZE} as Swin-UNETR needs"
+    if size < rounded:
+        why += f", capped at the {preset} preset's {cap}"
+    return size, why
+
+
+def load_test_split(cfg: TrainConfig, data: str, progress: bool = False):
+    """The test split of ``data`` at network size, read as training reads it (any layout).
+
+    A copy of ``cfg`` with ``data`` and no k-shot draw (the test split does not depend on it).
+    """
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "data": data, "k_shot": 0})
+    return load_dataset(cfg, progress=progress)["test"]
+
+
+def segment_all(agent, images, t_max: int, device: str = "cpu", batch_size: int = 16) -> np.ndarray:
+    """Greedy masks (N, S, S) bool of network inputs (N, C, S, S) (tensor or array)."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32)) if not torch.is_tensor(images) else images
+    dev = resolve_device(device)
+    masks = [segment(agent, x[i:i + batch_size].to(dev, torch.float32), t_max).mask.cpu().numpy()
+             for i in range(0, len(x), batch_size)]
+    return np.concatenate(masks) if masks else np.zeros((0, *x.shape[2:]), dtype=bool)
+
+
+def _resolution_tag(test) -> str:
+    return f"network {test.size}x{test.size}"
+
+
+def robustness_results(run: Path, test, corruptions, device: str = "cpu", seed: int = 0) -> dict[str, dict]:
+    """Metrics of a finished run on the clean and on each corrupted test split, cached in the run.
+
+    ``test`` is the test :class:`~pixeldrl.data.folder.SliceDataset` (:func:`load_test_split`). Every
+    condition, ``clean`` included, is scored at the network size S × S against the network-size
+    masks (HD95 in network pixels), and cached as ``robustness/CONDITION.json`` with a
+    ``resolution`` entry; a cache of another resolution (an older pixeldrl's) is recomputed.
+    """
+    tag = _resolution_tag(test)
+    conditions: list[Corruption | None] = [None, *corruptions]
+
+    def path(c: Corruption | None) -> Path:
+        return run / "robustness" / f"{c.name if c else CLEAN}.json"
+
+    def cached(c: Corruption | None) -> bool:
+        try:
+            return json.loads(path(c).read_text()).get("resolution") == tag
+        except (OSError, ValueError):
+            return False
+
+    todo = [c for c in conditions if not cached(c)]
     if todo:
         agent, cfg = agent_from_checkpoint(run / "checkpoint_best.pt", device)
-        pairs = find_pairs(data, seed=cfg.split_seed)["test"]
-        images = [read_image(p.image_path) for p in pairs]
-        gts = [read_mask(p.mask_path) for p in pairs]
+        if cfg.image_size != test.size:
+            raise InputError(f"{run}: trained at {cfg.image_size}×{cfg.image_size}, the test split is at "
+                             f"{test.size}×{test.size}; use another --out")
+        gts = test.masks.numpy() > 0.5
         for c in todo:
-            noisy = [corrupt(im, c, seed=seed * 100_003 + i) for i, im in enumerate(images)]
-            preds = predict_arrays(agent, noisy, cfg.image_size, cfg.infer_steps, device, progress=False)
-            result = evaluate_pairs([r["mask"] for r in preds], gts, [p.name for p in pairs])
-            write_result(result, run / "robustness" / f"{c.name}.json")
-    for c in corruptions:
-        out[c.name] = json.loads((run / "robustness" / f"{c.name}.json").read_text())
-    return out
+            if len(test):
+                x = test.images if c is None else corrupt_batch(test.images, c, seed=seed)
+                preds = segment_all(agent, x, cfg.infer_steps, device)
+                result = evaluate_pairs(list(preds), list(gts), test.names)
+            else:  # no test split (a tiny data set): nothing to measure
+                result = {"n": 0, "mean": {k: math.nan for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
+            result.update(resolution=tag, hd95_unit="network pixels")
+            write_result(result, path(c))
+    return {CLEAN if c is None else c.name: json.loads(path(c).read_text()) for c in conditions}
 
 
 # --------------------------------------------------------------------------- tables
 
 
 def _parameters(row: Row, cfg: TrainConfig) -> int:
-    from pixeldrl.models import parameter_counts
-
     return parameter_counts(row.model, cfg.in_channels, cfg=cfg)["total"]
 
 
@@ -246,7 +326,8 @@ def summarize(rows: list[Row], runs: dict[Row, list[Path]], params: dict[Row, in
               conditions: list[str] | None = None) -> list[dict]:
     """One record per (row, condition): mean and std over seeds of each metric, and the run folders.
 
-    ``conditions`` None: the test split as trained (summary.json); else the robustness conditions.
+    ``conditions`` None: the test split as trained (summary.json); else the robustness conditions
+    (``robustness/CONDITION.json``, ``clean`` included: all at network size).
     The std is the sample standard deviation (ddof 1), NaN with one seed.
     """
     records = []
@@ -254,7 +335,7 @@ def summarize(rows: list[Row], runs: dict[Row, list[Path]], params: dict[Row, in
         for row in rows:
             means = []
             for run in runs[row]:
-                path = run / "summary.json" if cond in (None, CLEAN) else run / "robustness" / f"{cond}.json"
+                path = run / "summary.json" if cond is None else run / "robustness" / f"{cond}.json"
                 means.append(json.loads(path.read_text())["mean"])
             rec = {"method": row.label, "model": row.model, "setting": cond or row.setting,
                    "n_seeds": len(means), "parameters": params[row]}
@@ -329,8 +410,6 @@ def pivot_table(records: list[dict], metric: str = "DICE") -> str:
 
 def bar_chart(records: list[dict], path: Path, title: str) -> Path:
     """DICE and BIoU per method, grouped by setting, with the std over seeds as error bars."""
-    from pixeldrl.report import _save, plt
-
     methods = list(dict.fromkeys(r["method"] for r in records))
     settings = list(dict.fromkeys(r["setting"] for r in records))
     by = {(r["method"], r["setting"]): r for r in records}
@@ -351,43 +430,41 @@ def bar_chart(records: list[dict], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], data_dirs: dict[Row, str], path: Path,
-                      n_slices: int = 4, device: str = "cpu", corruption: Corruption | None = None) -> Path:
+def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], test, path: Path, n_slices: int = 4,
+                      device: str = "cpu", corruption: Corruption | None = None) -> Path | None:
     """The same test slices (evenly spaced) segmented by each method's seed-0 run.
 
-    Columns: the image, then one column per method (prediction outline red, ground truth green,
-    DICE in the title). With ``corruption`` the slices are corrupted first.
+    ``test`` is the test :class:`~pixeldrl.data.folder.SliceDataset` (:func:`load_test_split`): slices
+    at the network size, so every layout is drawn the same way. Columns: the image (first channel),
+    then one column per method (prediction outline red, ground truth green, DICE at network size in
+    the title). With ``corruption`` the slices are corrupted first (:func:`corrupt_batch`). No
+    figure (None) when the test split is empty.
     """
-    from pixeldrl.checkpoint import agent_from_checkpoint
-    from pixeldrl.data.folder import find_pairs
-    from pixeldrl.data.images import read_image, read_mask
-    from pixeldrl.metrics import dice
-    from pixeldrl.predict import predict_arrays
-    from pixeldrl.report import _save, overlay_rgb, plt
-
-    pairs = find_pairs(data_dirs[rows[0]])["test"]
-    pick = np.linspace(0, len(pairs) - 1, min(n_slices, len(pairs))).round().astype(int)
-    pairs = [pairs[i] for i in dict.fromkeys(pick.tolist())]
-    images = [read_image(p.image_path) for p in pairs]
+    if not len(test):
+        return None
+    pick = list(dict.fromkeys(np.linspace(0, len(test) - 1, min(n_slices, len(test))).round().astype(int).tolist()))
+    images = test.images[pick].numpy()  # (k, C, S, S)
     if corruption is not None:
-        images = [corrupt(im, corruption, seed=i) for i, im in enumerate(images)]
-    gts = [read_mask(p.mask_path) for p in pairs]
-    fig, axes = plt.subplots(len(pairs), len(rows) + 1, figsize=(2.2 * (len(rows) + 1), 2.3 * len(pairs)),
+        images = corrupt_batch(images, corruption, seed=0)
+    gts = test.masks[pick].numpy() > 0.5
+    names = [test.names[i] for i in pick]
+    fig, axes = plt.subplots(len(pick), len(rows) + 1, figsize=(2.2 * (len(rows) + 1), 2.3 * len(pick)),
                              squeeze=False)
-    for r, (im, p) in enumerate(zip(images, pairs)):
-        axes[r, 0].imshow(overlay_rgb(im, np.zeros_like(gts[r], dtype=bool), gts[r]))
-        axes[r, 0].set_title(p.name, fontsize=7)
+    for r, name in enumerate(names):
+        axes[r, 0].imshow(overlay_rgb(images[r, 0], np.zeros_like(gts[r]), gts[r]))
+        axes[r, 0].set_title(name, fontsize=7)
     for c, row in enumerate(rows, start=1):
         agent, cfg = agent_from_checkpoint(runs[row][0] / "checkpoint_best.pt", device)
-        preds = predict_arrays(agent, images, cfg.image_size, cfg.infer_steps, device, progress=False)
+        preds = segment_all(agent, images, cfg.infer_steps, device)
         for r, (im, gt, pred) in enumerate(zip(images, gts, preds)):
-            axes[r, c].imshow(overlay_rgb(im, pred["mask"], gt))
-            axes[r, c].set_title(f"{row.label} {row.setting if row.k_shot else ''}\nDICE {dice(pred['mask'], gt):.3f}",
+            axes[r, c].imshow(overlay_rgb(im[0], pred, gt))
+            axes[r, c].set_title(f"{row.label} {row.setting if row.k_shot else ''}\nDICE {dice(pred, gt):.3f}",
                                  fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
     what = f" ({corruption.name})" if corruption else ""
-    fig.suptitle(f"test slices{what}: prediction (red) vs ground truth (green)", fontsize=9)
+    fig.suptitle(f"test slices{what} at {test.size}×{test.size}: prediction (red) vs ground truth (green)",
+                 fontsize=9)
     return _save(fig, path)
 
 
@@ -396,8 +473,6 @@ def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], data_dirs: d
 
 def reproduce(experiment: str, s: Settings) -> Path:
     """Run (or resume) one experiment and write its results; returns ``OUT/EXPERIMENT``."""
-    from pixeldrl.checkpoint import resolve_device
-
     if experiment not in EXPERIMENTS:
         raise InputError(f"--experiment {experiment}: choose one of {', '.join(EXPERIMENTS)}")
     if not Path(s.data).is_dir():
@@ -409,6 +484,14 @@ def reproduce(experiment: str, s: Settings) -> Path:
     resolve_device(s.device)
     out = Path(s.out) if s.out else Path("runs") / "reproduce" / Path(s.data).resolve().name
     rows = experiment_rows(experiment, tuple(s.shots))
+    if s.image_size is None:
+        size, why = auto_image_size(s.data, s.preset)
+        size_note = f"chosen from the data: {why}; --image-size sets it"
+        print(f"[{experiment}] NOTE: no --image-size given: every model sees {size}×{size} inputs, because "
+              f"{why}. Pass --image-size to choose another size.", flush=True)
+        s = dataclasses.replace(s, image_size=size)
+    else:
+        size_note = "from --image-size"
     configs = {row: [run_config(s, row, seed, out) for seed in range(s.seeds)] for row in rows}
     t0 = time.perf_counter()
     runs: dict[Row, list[Path]] = {}
@@ -419,15 +502,16 @@ def reproduce(experiment: str, s: Settings) -> Path:
             print(f"[{experiment}] {row.label} {row.setting} seed {cfg.seed}: {what} ({run})", flush=True)
             runs[row].append(run)
     params = {row: _parameters(row, configs[row][0]) for row in rows}
-    data_dirs = {row: configs[row][0].data for row in rows}
+    # The test split as training reads it (any layout), at network size: for the figure and robustness.
+    test = load_test_split(configs[rows[0]][0], s.data, progress=s.progress)
 
     exp_dir = out / experiment
     exp_dir.mkdir(parents=True, exist_ok=True)
     conditions = None
     if experiment == "robustness":
         for row in rows:
-            for run, cfg in zip(runs[row], configs[row]):
-                robustness_results(run, cfg.data, s.corruptions, s.device)
+            for run in runs[row]:
+                robustness_results(run, test, s.corruptions, s.device)
         conditions = [CLEAN] + [c.name for c in s.corruptions]
     records = summarize(rows, runs, params, conditions)
     write_csv(records, exp_dir / "results.csv")
@@ -441,23 +525,32 @@ def reproduce(experiment: str, s: Settings) -> Path:
         noise = [c for c in s.corruptions if c.kind == "noise"]
         corruption = noise[len(noise) // 2] if noise else s.corruptions[0]
     fig_rows = rows if experiment != "table4" else [r for r in rows if r.k_shot == s.shots[0]]
-    comparison_figure(fig_rows, runs, data_dirs, exp_dir / "comparison.png", device=s.device, corruption=corruption)
+    figure = comparison_figure(fig_rows, runs, test, exp_dir / "comparison.png", device=s.device,
+                               corruption=corruption)
     cfg0 = configs[rows[0]][0]
+    hd95 = json.loads((runs[rows[0]][0] / "summary.json").read_text()).get("hd95_unit", "pixels")
+    where = (f"metrics on the test split's {len(test)} slices at the network's {cfg0.image_size}×{cfg0.image_size} "
+             f"input size, every condition including clean (HD95 in network pixels; Table 2's numbers are at the "
+             f"original size, so its clean scores can differ a little)" if conditions else
+             f"metrics on the test split at the images' original size (HD95 in {hd95})")
     lines = [f"# {title}", "",
              f"Data `{s.data}`; {s.seeds} seed(s) (mean ± sample std over seeds); {cfg0.epochs} epochs, batch "
-             f"{cfg0.batch_size}, {cfg0.image_size}×{cfg0.image_size} input, Adam lr {cfg0.lr} ×{cfg0.lr_decay} every "
-             f"{cfg0.lr_step} epochs; PixelDRL-MG preset `{s.preset}`; best validation Dice picks the checkpoint; "
-             f"metrics on the test split at the images' original size (HD95 in pixels). Best value per column "
-             f"(per setting) in bold; for HD95 and parameters lower is better.", "",
+             f"{cfg0.batch_size}, {cfg0.image_size}×{cfg0.image_size} input ({size_note}), Adam lr {cfg0.lr} "
+             f"×{cfg0.lr_decay} every {cfg0.lr_step} epochs; PixelDRL-MG preset `{s.preset}`; best validation Dice "
+             f"picks the checkpoint; {where}. Best value per column (per setting) in bold; for HD95 and parameters "
+             f"lower is better.", "",
              ]
     if conditions:
-        lines += ["DICE per test-time corruption (noise-S: Gaussian noise of S × the image's 0.5–99.5 percentile "
-                  "range; bias-C: bias field, coefficients in [−C, C]; blur-σ: Gaussian blur, σ pixels):", "",
+        lines += ["DICE per test-time corruption, applied to each normalised network-size test slice and clipped "
+                  "to [0, 1] (noise-S: Gaussian noise of S × the slice's 0.5–99.5 percentile range; bias-C: bias "
+                  "field, coefficients in [−C, C]; blur-σ: Gaussian blur, σ network pixels):", "",
                   pivot_table(records, "DICE"), "", "BIoU per corruption:", "", pivot_table(records, "BIoU"), "",
                   "All metrics:", ""]
     lines += [markdown_table(records), ""]
-    lines += ["Figures: `bars.png` (DICE and BIoU), `comparison.png` (the same test slices by each method"
-              + (f", corrupted with {corruption.name}" if corruption else "") + ").", "",
+    lines += ["Figures: `bars.png` (DICE and BIoU)"
+              + (f", `comparison.png` (the same test slices by each method at {test.size}×{test.size}"
+                 + (f", corrupted with {corruption.name}" if corruption else "") + ")" if figure else
+                 " (no `comparison.png`: the test split is empty)") + ".", "",
               f"Run folders: `{out / 'runs'}`. Wall time of this call: {time.perf_counter() - t0:.0f} s "
               "(finished runs are skipped)."]
     (exp_dir / "results.md").write_text("\n".join(lines) + "\n")
