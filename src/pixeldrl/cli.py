@@ -19,7 +19,22 @@ import json
 import sys
 from pathlib import Path
 
+from pixeldrl.checkpoint import resolve_device
+from pixeldrl.config import TrainConfig, make_config, validate
+from pixeldrl.data.protocol import Protocol
+from pixeldrl.data.store import open_store, prepare
+from pixeldrl.data.volumes import DEFAULT_CT_WINDOW
 from pixeldrl.errors import InputError
+from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders, write_result
+from pixeldrl.experiments.demo import run_demo
+from pixeldrl.experiments.reproduce import Settings, reproduce
+from pixeldrl.metrics import format_table
+from pixeldrl.models import check_model, parameter_counts
+from pixeldrl.nets.pixeldrl_mg import PRESETS, PixelDRLNet, count_parameters, net_config
+from pixeldrl.predict import predict_files
+from pixeldrl.training.parallel import dist_env
+from pixeldrl.training.train import train
+
 
 
 def _int_list(text: str) -> list[int]:
@@ -104,18 +119,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from pixeldrl.checkpoint import resolve_device
-    from pixeldrl.config import make_config
-    from pixeldrl.metrics import format_table
-    from pixeldrl.training.train import train
-
     if not Path(a.data).is_dir():
         raise InputError(f"{a.data}: no such dataset folder")
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise InputError(f"--out {a.out}: exists and is not a folder")
     if a.resume and a.out and (Path(a.out) / "config.json").is_file():
         # Resume with the run's own settings; only the epoch budget and the device may change.
-        from pixeldrl.config import TrainConfig, validate
 
         try:
             cfg = TrainConfig.from_dict(json.loads((Path(a.out) / "config.json").read_text()))
@@ -132,7 +141,6 @@ def cmd_train(a: argparse.Namespace) -> int:
     manifest = Path(a.data) / "manifest.json"
     if manifest.is_file() and (a.split_level is None or a.split_seed is None):
         # A prepared store: split as prepare recorded, unless the options say otherwise.
-        from pixeldrl.data.store import open_store
 
         man = open_store(a.data).manifest
         a.split_level = a.split_level or man.get("split_level")
@@ -153,7 +161,6 @@ def cmd_train(a: argparse.Namespace) -> int:
                       grad_steps=a.grad_steps)
     resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
     run_dir = train(cfg, resume=a.resume)
-    from pixeldrl.training.parallel import dist_env
 
     if dist_env()[0] != 0:
         return 0  # torchrun: rank 0 reports
@@ -165,10 +172,6 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
-    from pixeldrl.data.store import open_store, prepare
-    from pixeldrl.data.protocol import Protocol
-    from pixeldrl.data.volumes import DEFAULT_CT_WINDOW
-
     proto = Protocol(a.format or "auto", a.labels, a.channels, 2 if a.axis is None else a.axis, a.keep_empty,
                      a.modality or "auto", a.ct_window or DEFAULT_CT_WINDOW, a.image_size)
     if a.image_size < 8:
@@ -183,8 +186,6 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from pixeldrl.predict import predict_files
-
     written = predict_files(a.checkpoint, a.inputs, a.out, save_steps=a.save_steps, device=a.device,
                             batch_size=a.batch_size, overwrite=a.overwrite)
     print(f"wrote {len(written)} masks to {a.out}")
@@ -192,9 +193,6 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders, write_result
-    from pixeldrl.metrics import format_table
-
     if a.csv and Path(a.csv).suffix.lower() != ".csv":
         # The JSON goes beside it with the suffix swapped: any other name would be overwritten.
         raise InputError(f"--csv {a.csv}: the file name must end in .csv")
@@ -225,13 +223,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from pixeldrl.nets.pixeldrl_mg import PRESETS, PixelDRLNet, count_parameters, net_config
-
     if a.preset not in PRESETS:
         raise InputError(f"--preset {a.preset}: unknown preset; choose one of {sorted(PRESETS)}")
     if a.model != "pixeldrl":
-        from pixeldrl.models import check_model, parameter_counts
-
         check_model(a.model)
         counts = parameter_counts(a.model, a.in_channels)
         if a.json:
@@ -253,8 +247,6 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
-    from pixeldrl.experiments.reproduce import Settings, reproduce
-
     try:
         shots = tuple(int(k) for k in a.shots.split(","))
     except ValueError:
@@ -269,8 +261,6 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from pixeldrl.experiments.demo import run_demo
-
     run_demo(a.out, epochs=a.epochs, device=a.device, seed=a.seed)
     return 0
 

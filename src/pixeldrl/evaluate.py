@@ -16,13 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from pixeldrl.checkpoint import agent_from_checkpoint
+from pixeldrl.data.dataset import load_dataset
 from pixeldrl.data.folder import find_pairs
+from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
+from pixeldrl.data.layouts import detect_format, list_cases, read_case
+from pixeldrl.data.protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
+from pixeldrl.data.volumes import check_same_geometry, is_nifti, nifti_stem, read_label_nifti
 from pixeldrl.errors import InputError
 from pixeldrl.fileio import atomic_write
-from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
-from pixeldrl.metrics import METRIC_NAMES, evaluate_pairs, write_per_image_csv
-from pixeldrl.data.layouts import detect_format
-from pixeldrl.predict import check_single_channel, image_normaliser, mask_to_shape, predict_arrays, predict_slices
+from pixeldrl.metrics import METRIC_NAMES, aggregate, compute_metrics, evaluate_pairs, write_per_image_csv
+from pixeldrl.predict import check_single_channel, image_normaliser, mask_to_shape, predict_arrays, predict_slices, predict_volume
+
 
 
 def _masks_by_stem(folder: Path) -> dict[str, Path]:
@@ -45,8 +49,6 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
 
     Folders of NIfTI volumes go to :func:`evaluate_nifti_folders`.
     """
-    from pixeldrl.data.volumes import is_nifti
-
     if Path(gt_dir).is_dir() and any(is_nifti(p) for p in Path(gt_dir).iterdir()):
         return evaluate_nifti_folders(pred_dir, gt_dir)
     preds, gts = _masks_by_stem(Path(pred_dir)), _masks_by_stem(Path(gt_dir))
@@ -76,9 +78,6 @@ def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path, axis: int =
     has foreground (the paper's protocol): the usual table, HD95 in mm from the in-plane spacing.
     Prediction and ground truth must share shape and affine.
     """
-    from pixeldrl.metrics import aggregate, compute_metrics
-    from pixeldrl.data.volumes import check_same_geometry, is_nifti, nifti_stem, read_label_nifti
-
     def volumes(folder: Path) -> dict[str, Path]:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder")
@@ -194,7 +193,6 @@ def evaluate_store(agent, cfg, data: str | Path, split: str = "test", device: st
     """
     from dataclasses import replace
 
-    from pixeldrl.data.dataset import load_dataset
 
     _check_split(split)
     run = replace(cfg, data=str(data), format="prepared")  # load_dataset records the store's settings in it
@@ -216,11 +214,6 @@ def evaluate_volumes(agent, cfg, data: str | Path, fmt: str, split: str = "test"
     ``per_volume`` / ``volume_mean``: 3-D DICE, PPV, SEN, IoU, BIoU and HD95 in mm (voxel spacing)
     per volume — only with ``split_level="patient"``, where a volume lies wholly in one split.
     """
-    from pixeldrl.data.layouts import list_cases, read_case
-    from pixeldrl.metrics import aggregate, compute_metrics
-    from pixeldrl.predict import predict_volume
-    from pixeldrl.data.protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
-
     if fmt == "prepared":
         return evaluate_store(agent, cfg, data, split, device, progress, batch_size)
     _check_split(split)

@@ -16,11 +16,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pixeldrl.checkpoint import agent_from_checkpoint
-from pixeldrl.data.transforms import from_network, normalize_intensity, to_network
-from pixeldrl.errors import InputError
+from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, write_mask
+from pixeldrl.data.layouts import LGG_SLICE, in_nnunet_folder, nnunet_channel, read_lgg_slice
+from pixeldrl.data.protocol import cut_slice, network_slice, select_channels
+from pixeldrl.data.transforms import from_network, normalize_intensity, to_network
+from pixeldrl.data.volumes import is_nifti, nifti_stem, normalize_channels, normalize_volume, read_nifti, write_nifti_mask
+from pixeldrl.errors import InputError
+from pixeldrl.report import save_steps_strip
 from pixeldrl.rl.pa3c import Agent, segment
+
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -59,7 +64,6 @@ def image_normaliser(cfg):
     (a run trained on a volume layout, e.g. nnU-Net 2-D PNG cases), so prediction matches training."""
     if cfg.source_format in ("", "folder"):
         return normalize_intensity
-    from pixeldrl.data.volumes import normalize_volume
 
     modality = "mri" if cfg.modality == "auto" else cfg.modality
     return lambda im: normalize_volume(im, modality, tuple(cfg.ct_window))[0]
@@ -110,8 +114,6 @@ def predict_slices(agent: Agent, images: torch.Tensor, shapes, t_max: int, devic
 
 
 def _source_format(checkpoint: str | Path) -> str:
-    from pixeldrl.checkpoint import load_checkpoint
-
     return str(load_checkpoint(checkpoint).get("config", {}).get("source_format", ""))
 
 
@@ -158,8 +160,6 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     for target, res in zip(targets, results):
         write_mask(target, res["mask"])
     if save_steps:
-        from pixeldrl.report import save_steps_strip
-
         (out_dir / "steps").mkdir(exist_ok=True)
         for target, f, im, res in zip(step_targets, files, images, results):
             save_steps_strip(target, im, res["steps"], title=f.name)
@@ -176,9 +176,6 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
     Uses the run's data settings from ``cfg`` (channels, modality / CT window, axis, image size), so
     the slices are normalised exactly as in training; all slices are segmented (also empty ones).
     """
-    from pixeldrl.data.protocol import cut_slice, network_slice, select_channels
-    from pixeldrl.data.volumes import normalize_channels
-
     image = select_channels(image, cfg.channels, where)
     if image.shape[0] != cfg.in_channels:
         raise InputError(f"{where}: has {image.shape[0]} channel(s) but the checkpoint was trained on "
@@ -203,9 +200,6 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
 
 def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
     """Group the inputs into volumes: NIfTI files (nnU-Net: one file per channel) or LGG patient folders."""
-    from pixeldrl.data.layouts import LGG_SLICE, in_nnunet_folder, nnunet_channel
-    from pixeldrl.data.volumes import is_nifti, nifti_stem
-
     nifti: list[Path] = []
     lgg: dict[Path, list[Path]] = {}
     for item in map(Path, inputs):
@@ -258,9 +252,6 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
 
 
 def _read_job(job: dict) -> tuple[np.ndarray, object]:
-    from pixeldrl.data.layouts import read_lgg_slice
-    from pixeldrl.data.volumes import read_nifti
-
     if job["kind"] == "lgg":
         imgs = [read_lgg_slice(p) for p in job["files"]]
         for p, a in zip(job["files"], imgs):
@@ -286,9 +277,6 @@ def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: s
     give one 0/255 TIFF per slice with the slice's file name. Every output is checked for clashes
     before anything runs and written atomically, so a failure leaves no partial file.
     """
-    from pixeldrl.data.images import write_mask
-    from pixeldrl.data.volumes import write_nifti_mask
-
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     agent, cfg = agent_from_checkpoint(checkpoint, device)
@@ -323,8 +311,6 @@ def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: s
 
 def is_volume_input(inputs: list[str | Path]) -> bool:
     """True when the inputs name NIfTI volumes (files or folders holding them)."""
-    from pixeldrl.data.volumes import is_nifti
-
     for item in map(Path, inputs):
         if item.is_file() and is_nifti(item):
             return True

@@ -37,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.errors import InputError
+from pixeldrl.data.images import read_image
 from pixeldrl.data.volumes import Volume, check_same_geometry, is_nifti, labels_to_int, nifti_stem, read_label_nifti, read_nifti
+from pixeldrl.errors import InputError
+
 
 FORMATS = ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared")
 VOLUME_FORMATS = ("msd", "nnunet", "lgg", "paired")
@@ -319,8 +321,6 @@ def read_case(case: Case) -> CaseData:
         label = (np.stack(masks, axis=2) > 0).astype(np.int64)  # Kaggle masks are 0/255
         return CaseData(np.ascontiguousarray(image), label, (1.0, 1.0, 1.0))
     if case.kind == "png":
-        from pixeldrl.data.images import read_image
-
         chans = [read_image(p) for p in case.images]
         lab = labels_to_int(read_image(case.labels[0]), case.labels[0])
         for p, c in zip(case.images, chans):

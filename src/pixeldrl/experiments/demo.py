@@ -19,8 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pixeldrl.checkpoint import agent_from_checkpoint
 from pixeldrl.config import make_config
-from pixeldrl.metrics import format_table
+from pixeldrl.data.demo import make_demo_dataset
+from pixeldrl.data.folder import find_pairs
+from pixeldrl.data.images import read_image, read_mask
+from pixeldrl.metrics import dice, format_table
+from pixeldrl.predict import predict_arrays
+from pixeldrl.report import save_overlays, save_steps_grid
+from pixeldrl.training.train import train
+
 
 # Why these values: benchmarks/learning.py (variants × 3 seeds on these slices) found batch 8 with a
 # constant Adam 4e-3 (clipped at 5) learns best with the default recipe — better than a cosine decay
@@ -31,15 +39,6 @@ DEMO_TRAIN = dict(image_size=128, epochs=20, batch_size=8, lr=4e-3, lr_step=1000
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "cpu",
              progress: bool = True, seed: int = 0) -> dict:
-    from pixeldrl.checkpoint import agent_from_checkpoint
-    from pixeldrl.data.folder import find_pairs
-    from pixeldrl.data.demo import make_demo_dataset
-    from pixeldrl.data.images import read_image, read_mask
-    from pixeldrl.metrics import dice
-    from pixeldrl.predict import predict_arrays
-    from pixeldrl.report import save_overlays, save_steps_grid
-    from pixeldrl.training.train import train
-
     out = Path(out)
     data_dir, run_dir = out / "data", out / "run"
     counts = make_demo_dataset(data_dir, size=DEMO_TRAIN["image_size"])
