@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import tifffile
+from PIL import Image
 
 SHAPE = (16, 16, 6)
 FG_SLICES = 4
@@ -106,4 +107,18 @@ def make_lgg(root: Path, n: int = 3) -> Path:
         for z in range(SHAPE[2]):
             tifffile.imwrite(d / f"{pid}_{z + 1}.tif", np.clip(img[:, :, z], 0, 255).astype(np.uint8))
             tifffile.imwrite(d / f"{pid}_{z + 1}_mask.tif", ((lab[:, :, z] > 0) * 255).astype(np.uint8))
+    return root
+
+
+def make_folder(root: Path, n: int = 8, size: int = 24) -> Path:
+    """The 2-D folder format: ``n`` noisy ``size``² slices, each with one bright disk as its mask."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        cy, cx = rng.integers(8, size - 8, size=2)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= 25
+        img = np.clip(rng.normal(40, 10, (size, size)) + 160 * mask, 0, 255).astype(np.uint8)
+        for sub, arr in (("images", img), ("masks", (mask * 255).astype(np.uint8))):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / sub / f"d{i}.png")
     return root

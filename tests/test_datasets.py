@@ -197,16 +197,15 @@ def test_prepare_spacing_in_manifest(tmp_path):
     np.testing.assert_allclose(open_store(store).manifest["cases"][0]["spacing"], [0.8, 0.8, 2.5])
 
 
-class _EmptyAgent:
-    """Segments nothing, in one pass (a ``one_shot`` model, as the U-Net baselines)."""
+class _EmptyAgent(torch.nn.Module):
+    """Segments nothing, in one pass (a ``one_shot`` model, as the U-Net baselines): background wins."""
 
     one_shot = True
 
-    def segment(self, images, t_max, return_steps=False):
-        from pixeldrl.predict import Segmentation
-
-        m = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.bool)
-        return Segmentation(m, m.float(), None, 1)
+    def forward(self, images):
+        logits = torch.zeros(images.shape[0], 2, *images.shape[2:])  # (B, 2, H, W)
+        logits[:, 0] = 1.0
+        return logits
 
 
 def test_store_evaluates_from_itself_at_original_size(tmp_path):

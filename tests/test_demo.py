@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from pixeldrl.experiments.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_draws_and_a_second_call_only_evaluates(tmp_path, capsys):
     out = tmp_path / "demo"
     result = run_demo(out, epochs=1, progress=False)

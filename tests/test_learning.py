@@ -55,6 +55,7 @@ def learned(tmp_path_factory, one_torch_thread):
     return run, log, before
 
 
+@pytest.mark.slow
 def test_validation_dice_rises_well_above_the_untrained_policy(learned):
     _, log, before = learned
     val = [float(r["val_dice"]) for r in log]
@@ -63,6 +64,7 @@ def test_validation_dice_rises_well_above_the_untrained_policy(learned):
     assert max(val) - before >= 0.4, (before, val)
 
 
+@pytest.mark.slow
 def test_reward_rises_and_the_best_checkpoint_segments_the_test_split(learned):
     run, log, _ = learned
     reward = [float(r["mean_reward"]) for r in log]
@@ -90,6 +92,7 @@ def val_curve(root: Path, name: str, **overrides) -> list[float]:
         return [float(r["val_dice"]) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_the_recipe_learns_in_24_updates_where_the_old_one_keeps_every_pixel(tmp_path, one_torch_thread):
     write_disks(tmp_path / "data", n=32, seed=0)  # 4 updates per epoch
     new = val_curve(tmp_path, "new")
@@ -99,6 +102,7 @@ def test_the_recipe_learns_in_24_updates_where_the_old_one_keeps_every_pixel(tmp
     assert max(old) <= 0.3, old
 
 
+@pytest.mark.slow
 def test_greedy_inference_runs_the_steps_validation_picked_and_the_checkpoint_records_them(learned):
     from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint
     from pixeldrl.training.run import pick_steps

@@ -9,13 +9,11 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from PIL import Image
 
 from pixeldrl.config import make_config
 from pixeldrl.data.folder import SliceDataset
@@ -23,6 +21,7 @@ from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, shard_batches
 from pixeldrl.training.run import epoch_batches
 from pixeldrl.training.update import ShardThreads, pa3c_update, train_epoch
+from synth_datasets import make_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -162,19 +161,6 @@ def test_data_parallel_step_equals_one_process_on_the_global_batch():
     assert any(not torch.equal(state[k], ref[k]) for k in ref)  # the step moved something
 
 
-def _disk_folder(root: Path, n: int = 8, size: int = 24) -> Path:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        cy, cx = rng.integers(8, size - 8, size=2)
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= 25
-        img = np.clip(rng.normal(40, 10, (size, size)) + 160 * mask, 0, 255).astype(np.uint8)
-        for sub, arr in (("images", img), ("masks", (mask * 255).astype(np.uint8))):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(root / sub / f"d{i}.png")
-    return root
-
-
 CLI_FAST = ["--preset", "small", "--epochs", "2", "--image-size", "16", "--batch-size", "2"]
 
 
@@ -184,7 +170,7 @@ def _run(cmd, tmp_path):
 
 
 def test_cli_async_workers_train_end_to_end(tmp_path):
-    data = _disk_folder(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     r = _run([sys.executable, "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--workers", "2",
               "--out", str(tmp_path / "run")], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -195,7 +181,7 @@ def test_cli_async_workers_train_end_to_end(tmp_path):
 
 def test_cli_shards_with_bf16_train_end_to_end(tmp_path):
     """``--shards 2 --amp bf16`` on CPU: bf16 falls back to NCHW there (oneDNN's channels-last bf16 crashes)."""
-    data = _disk_folder(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     r = _run([sys.executable, "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--shards", "2",
               "--amp", "bf16", "--out", str(tmp_path / "run")], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -205,7 +191,7 @@ def test_cli_shards_with_bf16_train_end_to_end(tmp_path):
 
 
 def test_torchrun_two_ranks_end_to_end_only_rank0_writes(tmp_path):
-    data = _disk_folder(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
               "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--out", str(tmp_path / "run")], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]

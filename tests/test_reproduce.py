@@ -24,8 +24,8 @@ from pixeldrl.metrics import METRIC_NAMES
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.experiments.reproduce import LABELS, auto_image_size, experiment_rows, k_shot_subset
 from pixeldrl.metrics import evaluate_pairs
-from pixeldrl.predict import segment
-from pixeldrl.training.checkpoint import agent_from_checkpoint
+from pixeldrl.rl.pa3c import segment
+from pixeldrl.checkpoint import agent_from_checkpoint
 
 from test_cli import RUN_FILES, disk_image, make_dataset, run_cli, save_png
 
