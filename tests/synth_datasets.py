@@ -1,4 +1,5 @@
-"""Tiny synthetic datasets in every layout ``pixeldrl`` reads (NIfTI through nibabel, TIFF through tifffile).
+"""Tiny synthetic datasets in every layout ``pixeldrl`` reads: 2-D folders (PNG disks, :func:`make_folder`)
+and volumes (NIfTI through nibabel, TIFF through tifffile).
 
 Each volume is 16 × 16 × 6: a body (values ~100) with a bright blob (label 1, ~200) in slices 1-4 and
 a smaller label-2 core in slices 2-3; slices 0 and 5 have no foreground. So every volume keeps 4
@@ -110,15 +111,30 @@ def make_lgg(root: Path, n: int = 3) -> Path:
     return root
 
 
-def make_folder(root: Path, n: int = 8, size: int = 24) -> Path:
-    """The 2-D folder format: ``n`` noisy ``size``² slices, each with one bright disk as its mask."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        cy, cx = rng.integers(8, size - 8, size=2)
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= 25
-        img = np.clip(rng.normal(40, 10, (size, size)) + 160 * mask, 0, 255).astype(np.uint8)
-        for sub, arr in (("images", img), ("masks", (mask * 255).astype(np.uint8))):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(root / sub / f"d{i}.png")
+def disk_image(rng: np.random.Generator, shape=(24, 24)) -> tuple[np.ndarray, np.ndarray]:
+    """A bright disk on a noisy dark background: (uint8 image, uint8 0/255 mask)."""
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = rng.integers(h // 3, h - h // 3), rng.integers(w // 3, w - w // 3)
+    r = rng.integers(min(h, w) // 6, min(h, w) // 4 + 1)
+    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    img = np.clip(rng.normal(30, 10, shape) + 170 * mask, 0, 255).astype(np.uint8)
+    return img, (mask * 255).astype(np.uint8)
+
+
+def save_png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def make_folder(root: Path, n: int = 6, size: int = 24, seed: int = 0) -> Path:
+    """The 2-D folder format: root/images/imgK.png + root/masks/imgK.png, K = 0 … n-1 (8-bit
+    grayscale ``size``² disks on noise, masks 0/255)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        img, mask = disk_image(rng, (size, size))
+        save_png(root / "images" / f"img{k}.png", img)
+        save_png(root / "masks" / f"img{k}.png", mask)
     return root

@@ -22,6 +22,7 @@ from PIL import Image
 from pixeldrl.cli import main
 from pixeldrl.errors import InputError
 from pixeldrl.metrics import METRIC_NAMES
+from synth_datasets import disk_image, make_folder, save_png
 
 FAST = ["--preset", "small", "--epochs", "1", "--image-size", "16", "--batch-size", "2"]
 N_IMAGES = 6
@@ -35,34 +36,6 @@ CHECKPOINTS = ["checkpoint_best.pt", "checkpoint_latest.pt", "checkpoint_final.p
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def disk_image(rng: np.random.Generator, shape=(SIZE, SIZE)) -> tuple[np.ndarray, np.ndarray]:
-    """A bright disk on a noisy dark background: (uint8 image, uint8 0/255 mask)."""
-    h, w = shape
-    yy, xx = np.mgrid[:h, :w]
-    cy, cx = rng.integers(h // 3, h - h // 3), rng.integers(w // 3, w - w // 3)
-    r = rng.integers(min(h, w) // 6, min(h, w) // 4 + 1)
-    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-    img = np.clip(rng.normal(30, 10, shape) + 170 * mask, 0, 255).astype(np.uint8)
-    return img, (mask * 255).astype(np.uint8)
-
-
-def save_png(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
-def make_dataset(root: Path, n: int = N_IMAGES, seed: int = 0) -> Path:
-    """root/images/imgK.png + root/masks/imgK.png, K = 0 … n-1 (8-bit grayscale, masks 0/255)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    for k in range(n):
-        img, mask = disk_image(rng)
-        save_png(root / "images" / f"img{k}.png", img)
-        save_png(root / "masks" / f"img{k}.png", mask)
-    return root
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -96,7 +69,7 @@ def read_log(run_dir: Path) -> list[dict]:
 def trained(tmp_path_factory):
     """One tiny training run shared by the tests that only read it."""
     base = tmp_path_factory.mktemp("trained")
-    data = make_dataset(base / "data")
+    data = make_folder(base / "data")
     run_dir = base / "run"
     out, err = StringIO(), StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -231,7 +204,7 @@ def test_info_small(capsys):
 
 
 def test_resume_continues_and_a_second_run_is_refused(tmp_path, capsys):
-    data = make_dataset(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     run_dir = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", "--data", data, *FAST, "--out", run_dir)
     assert rc == 0, err
@@ -253,7 +226,7 @@ def test_resume_continues_and_a_second_run_is_refused(tmp_path, capsys):
 
 
 def test_resume_without_a_run_is_refused(tmp_path, capsys):
-    data = make_dataset(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     rc, _, err = run_cli(capsys, "train", "--data", data, *FAST, "--out", tmp_path / "run", "--resume")
     assert_input_error(rc, err, "checkpoint_latest.pt")
     assert not (tmp_path / "run").exists()
@@ -311,7 +284,7 @@ def _break_no_images(data: Path) -> str:
                                      _break_nan, _break_no_images],
                          ids=["no-mask", "size-mismatch", "unreadable", "empty-file", "nan", "no-images"])
 def test_train_bad_data(tmp_path, capsys, breaker):
-    data = make_dataset(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     name = breaker(data)
     run_dir = tmp_path / "run"
     rc, out, err = run_cli(capsys, "train", "--data", data, *FAST, "--out", run_dir)
@@ -327,14 +300,14 @@ def test_train_missing_data_folder(tmp_path, capsys):
 def test_train_out_is_a_file(tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("keep me")
-    rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST, "--out", target)
+    rc, _, err = run_cli(capsys, "train", "--data", make_folder(tmp_path / "data"), *FAST, "--out", target)
     assert_input_error(rc, err, "taken")
     assert target.read_text() == "keep me"
 
 
 def test_train_single_image(tmp_path, capsys):
     # One image: train split only, no val or test. Training completes; there is no test summary.
-    data = make_dataset(tmp_path / "data", n=1)
+    data = make_folder(tmp_path / "data", n=1)
     run_dir = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", "--data", data, *FAST, "--out", run_dir)
     assert rc == 0, err
@@ -345,7 +318,7 @@ def test_train_single_image(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["train", "info"])
 def test_unknown_preset(tmp_path, capsys, command):
-    args = ["train", "--data", make_dataset(tmp_path / "data"), "--out", tmp_path / "run"] if command == "train" \
+    args = ["train", "--data", make_folder(tmp_path / "data"), "--out", tmp_path / "run"] if command == "train" \
         else ["info"]
     rc, _, err = run_cli(capsys, *args, "--preset", "huge")
     assert_input_error(rc, err, "huge")
@@ -355,7 +328,7 @@ def test_unknown_preset(tmp_path, capsys, command):
                                            (["--shards", "2", "--workers", "2"], "--shards and --workers"),
                                            (["--compile", "--amp", "bf16"], "--compile with --amp bf16")])
 def test_impossible_speed_options(tmp_path, capsys, options, names):
-    rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST,
+    rc, _, err = run_cli(capsys, "train", "--data", make_folder(tmp_path / "data"), *FAST,
                          "--out", tmp_path / "run", *options)
     assert_input_error(rc, err, names)
     assert not (tmp_path / "run").exists()
@@ -368,7 +341,7 @@ def test_impossible_speed_options(tmp_path, capsys, options, names):
                                            (["--gamma", "2"], "--gamma"),
                                            (["--entropy-beta", "-0.1"], "--entropy-beta")])
 def test_impossible_recipe_options(tmp_path, capsys, options, names):
-    rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST,
+    rc, _, err = run_cli(capsys, "train", "--data", make_folder(tmp_path / "data"), *FAST,
                          "--out", tmp_path / "run", *options)
     assert_input_error(rc, err, names)
     assert not (tmp_path / "run").exists()
@@ -378,7 +351,7 @@ def test_recipe_options_reach_the_run_and_its_checkpoint(tmp_path, capsys):
     from pixeldrl.checkpoint import agent_from_checkpoint
 
     run = tmp_path / "run"
-    rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST, "--out", run,
+    rc, _, err = run_cli(capsys, "train", "--data", make_folder(tmp_path / "data"), *FAST, "--out", run,
                          "--returns", "multi_step", "--kernel", "learned", "--policy-gradient", "all_actions",
                          "--alive-only", "--init-keep-prob", "0.9", "--gamma", "0.9", "--entropy-beta", "0.02",
                          "--grad-clip", "1", "--grad-steps", "3", "--infer-steps", "4")
@@ -408,7 +381,7 @@ def test_schedule_and_normalisation_options_reach_the_run(tmp_path, capsys):
     from pixeldrl.checkpoint import agent_from_checkpoint
 
     run = tmp_path / "run"
-    rc, _, err = run_cli(capsys, "train", "--data", make_dataset(tmp_path / "data"), *FAST, "--out", run,
+    rc, _, err = run_cli(capsys, "train", "--data", make_folder(tmp_path / "data"), *FAST, "--out", run,
                          "--epochs", "2", "--lr", "0.004", "--lr-schedule", "cosine", "--norm", "batch")
     assert rc == 0, err
     cfg = json.loads((run / "config.json").read_text())
@@ -425,7 +398,7 @@ def test_schedule_and_normalisation_options_reach_the_run(tmp_path, capsys):
 @pytest.mark.parametrize("breaker", [_break_unreadable, _break_empty_file, _break_nan],
                          ids=["unreadable", "empty-file", "nan"])
 def test_predict_bad_image(trained, tmp_path, capsys, breaker):
-    data = make_dataset(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     name = breaker(data)
     out_dir = tmp_path / "pred"
     rc, _, err = run_cli(capsys, "predict", "--checkpoint", trained["ckpt"], data / "images", "--out", out_dir)
@@ -466,7 +439,7 @@ def test_not_a_pixeldrl_checkpoint(trained, tmp_path, capsys):
 def test_failing_commands_leave_the_checkpoints_alone(trained, tmp_path, capsys):
     run_dir, data = trained["run"], trained["data"]
     before = {name: (run_dir / name).read_bytes() for name in CHECKPOINTS}
-    bad = make_dataset(tmp_path / "bad")
+    bad = make_folder(tmp_path / "bad")
     _break_unreadable(bad)
     existing = tmp_path / "existing"
     save_png(existing / "img0.png", np.zeros((4, 4), np.uint8))
@@ -572,7 +545,7 @@ def test_evaluate_checkpoint_missing_data(trained, tmp_path, capsys):
 
 
 def test_evaluate_empty_split(trained, tmp_path, capsys):
-    data = make_dataset(tmp_path / "data", n=2)  # 1 train, 0 val, 1 test
+    data = make_folder(tmp_path / "data", n=2)  # 1 train, 0 val, 1 test
     rc, out, err = run_cli(capsys, "evaluate", "--checkpoint", trained["ckpt"], "--data", data, "--split", "val",
                            "--json")
     assert_input_error(rc, err, "--split val")
@@ -617,7 +590,7 @@ def test_unusable_device(trained, tmp_path, capsys, monkeypatch, command, device
 
 def test_resume_uses_the_runs_own_config(tmp_path, capsys):
     # The first run used --image-size 16 and --preset small; resuming with only --epochs must keep them.
-    data = make_dataset(tmp_path / "data")
+    data = make_folder(tmp_path / "data")
     run_dir = tmp_path / "run"
     rc, _, err = run_cli(capsys, "train", "--data", data, *FAST, "--out", run_dir)
     assert rc == 0, err

@@ -2,13 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pixeldrl.data.folder import (
-    Pair,
-    SliceDataset,
-    find_pairs,
-    load_splits,
-    split_sizes,
-)
+from pixeldrl.data.folder import Pair, SliceDataset, find_pairs, load_splits
+from pixeldrl.data.splits import split_sizes
 from pixeldrl.data.transforms import from_network, normalize_intensity, to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import read_image, write_image_uint16, write_mask

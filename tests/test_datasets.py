@@ -19,7 +19,8 @@ from pixeldrl.errors import InputError
 from pixeldrl.data.layouts import detect_format, list_cases, read_case
 from pixeldrl.data.store import open_store, prepare
 from pixeldrl.data.dataset import load_dataset
-from pixeldrl.data.protocol import Protocol, assign_splits, cut_volumes, k_shot_indices
+from pixeldrl.data.protocol import Protocol, cut_volumes
+from pixeldrl.data.splits import assign_splits, k_shot_indices
 from pixeldrl.data.volumes import normalize_volume, read_nifti, write_nifti_mask
 from synth_datasets import (AFFINE, FG_SLICES, SHAPE, make_lgg, make_msd, make_nnunet, make_nnunet_png,
                             make_paired, save_nifti, volume)
@@ -142,10 +143,12 @@ def test_k_shot_sizes_and_determinism(tmp_path):
         load_dataset(cfg_for(root, k_shot=99))
 
 
-def test_load_dataset_records_what_it_resolved(tmp_path):
+def test_load_dataset_returns_what_it_resolved_and_leaves_the_config_alone(tmp_path):
     cfg = cfg_for(make_msd(tmp_path, modality="CT"))
+    before = cfg.to_dict()
     splits = load_dataset(cfg)
-    assert cfg.source_format == "msd" and cfg.modality == "ct"
+    assert cfg.to_dict() == before
+    assert splits.resolved == {"source_format": "msd", "modality": "ct", "in_channels": 1}
     assert splits["train"].images.dtype == torch.float32 and splits["train"].images.min() >= 0
 
 

@@ -170,7 +170,7 @@ def _run(cmd, tmp_path):
 
 
 def test_cli_async_workers_train_end_to_end(tmp_path):
-    data = make_folder(tmp_path / "data")
+    data = make_folder(tmp_path / "data", n=8)
     r = _run([sys.executable, "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--workers", "2",
               "--out", str(tmp_path / "run")], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -181,7 +181,7 @@ def test_cli_async_workers_train_end_to_end(tmp_path):
 
 def test_cli_shards_with_bf16_train_end_to_end(tmp_path):
     """``--shards 2 --amp bf16`` on CPU: bf16 falls back to NCHW there (oneDNN's channels-last bf16 crashes)."""
-    data = make_folder(tmp_path / "data")
+    data = make_folder(tmp_path / "data", n=8)
     r = _run([sys.executable, "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--shards", "2",
               "--amp", "bf16", "--out", str(tmp_path / "run")], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -191,7 +191,7 @@ def test_cli_shards_with_bf16_train_end_to_end(tmp_path):
 
 
 def test_torchrun_two_ranks_end_to_end_only_rank0_writes(tmp_path):
-    data = make_folder(tmp_path / "data")
+    data = make_folder(tmp_path / "data", n=8)
     r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
               "-m", "pixeldrl.cli", "train", "--data", str(data), *CLI_FAST, "--out", str(tmp_path / "run")], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]

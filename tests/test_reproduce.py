@@ -22,12 +22,12 @@ from pixeldrl.config import MODELS, make_config
 from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt, intensity_spread
 from pixeldrl.metrics import METRIC_NAMES
 from pixeldrl.data.dataset import load_dataset
-from pixeldrl.experiments.reproduce import LABELS, auto_image_size, experiment_rows, k_shot_subset
+from pixeldrl.experiments.reproduce import LABELS, auto_image_size, experiment_rows
 from pixeldrl.metrics import evaluate_pairs
 from pixeldrl.rl.pa3c import segment
 from pixeldrl.checkpoint import agent_from_checkpoint
-
-from test_cli import RUN_FILES, disk_image, make_dataset, run_cli, save_png
+from synth_datasets import disk_image, make_folder, save_png
+from test_cli import RUN_FILES, run_cli
 
 TINY = ["--preset", "small", "--image-size", "64", "--batch-size", "4", "--epochs", "1"]
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("disks") / "data", n=10)
+    return make_folder(tmp_path_factory.mktemp("disks") / "data", n=10)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,9 @@ def test_info_gives_every_models_parameter_count(capsys):
     (["train", "--data", "{data}", "--model", "resnet", *TINY], "unknown model"),
     (["train", "--data", "{data}", "--model", "swin-unetr", "--image-size", "48", "--epochs", "1"], "multiple of 32"),
     (["reproduce", "--data", "{data}", "--experiment", "table9"], "table2, table3"),
-    (["reproduce", "--data", "{data}", "--experiment", "table4", "--shots", "50", *TINY], "only 7 images"),
+    (["train", "--data", "{data}", "--model", "unet", "--image-size", "24", "--epochs", "1"], "multiple of 16"),
+    (["train", "--data", "{data}", "--model", "unet++", "--image-size", "24", "--epochs", "1"], "at least 32"),
+    (["reproduce", "--data", "{data}", "--experiment", "table4", "--shots", "50", *TINY], "only 7 slices"),
     (["reproduce", "--data", "{data}", "--experiment", "table4", "--shots", "a,b"], "comma-separated"),
     (["reproduce", "--data", "{data}", "--experiment", "table2", "--seeds", "0"], "--seeds"),
 ])
@@ -152,13 +154,6 @@ def test_corruptions_are_deterministic_and_do_what_they_say():
 # --------------------------------------------------------------------------- the runner
 
 
-def test_k_shot_subset_is_seeded_and_a_subset():
-    names = [f"n{i}" for i in range(20)]
-    a = k_shot_subset(names, 5, seed=1)
-    assert a == k_shot_subset(names, 5, seed=1) and len(set(a)) == 5 and set(a) <= set(names)
-    assert a != k_shot_subset(names, 5, seed=2)
-
-
 def test_table2_has_every_row_and_the_numbers_of_the_run_folders(table2):
     exp = table2 / "table2"
     for f in ("results.md", "results.csv", "bars.png", "comparison.png"):
@@ -197,7 +192,7 @@ def test_reproduce_skips_finished_runs_and_resumes_unfinished_ones(table2, data,
                          "--out", table2, *TINY[:-2], "--epochs", "1", "--batch-size", "2")
     assert rc == 2 and "batch_size" in err
     # So is one trained on another data set.
-    other = make_dataset(table2.parent / "other", n=10, seed=1)
+    other = make_folder(table2.parent / "other", n=10, seed=1)
     rc, _, err = run_cli(capsys, "reproduce", "--data", other, "--experiment", "table2", "--seeds", "2",
                          "--out", table2, *TINY)
     assert rc == 2 and "not on" in err
@@ -263,19 +258,28 @@ def test_table3_and_table4_rows(data, tmp_path, capsys):
     shutil.rmtree(out)
 
 
-def test_table4_on_volumes_uses_the_protocols_k_shot(tmp_path):
-    """Non-folder layouts (here MSD NIfTI) get k training slices through TrainConfig.k_shot."""
+def test_table4_uses_the_protocols_k_shot_for_every_layout(tmp_path):
+    """Volumes (here MSD NIfTI) and 2-D folders alike get k training slices through TrainConfig.k_shot:
+    one draw, the same k slices for every method and seed."""
     from synth_datasets import make_msd
 
     from pixeldrl.data.dataset import load_dataset
     from pixeldrl.experiments.reproduce import Row, Settings, run_config
 
     data = make_msd(tmp_path / "Task02_Heart", n=4)
-    s = Settings(data=str(data), preset="small", image_size=16, epochs=1, seeds=1)
+    s = Settings(data=str(data), preset="small", image_size=32, epochs=1, seeds=1)
     cfg = run_config(s, Row("unet", "U-Net", k_shot=3), seed=0, out=tmp_path / "rep")
     assert cfg.k_shot == 3 and cfg.data == str(data)
     splits = load_dataset(cfg)
     assert len(splits["train"]) == 3
+    folder = make_folder(tmp_path / "disks", n=10)
+    names = []
+    for seed, model in ((0, "unet"), (1, "pixeldrl")):
+        s = Settings(data=str(folder), preset="small", image_size=32, epochs=1, seeds=2)
+        cfg = run_config(s, Row(model, LABELS[model], k_shot=2), seed=seed, out=tmp_path / "rep2")
+        assert cfg.k_shot == 2 and cfg.data == str(folder)
+        names.append(load_dataset(cfg)["train"].names)
+    assert len(names[0]) == 2 and names[0] == names[1]  # same k slices for every method and seed
 
 
 # --------------------------------------------------------------------------- volumes and the input size

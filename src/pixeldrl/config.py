@@ -171,6 +171,21 @@ def make_config(preset: str = "paper", **overrides) -> TrainConfig:
     return cfg
 
 
+# Input sizes the U-Net baselines take, as (multiple of, at least), measured on MONAI's networks: the
+# U-Net and Attention U-Net halve the input four times and normalise the 1×1 bottom of a 16² input
+# to nothing; UNet++ pads odd sizes but fails below 32; Swin-UNETR's windows need 32 and 64.
+# PixelDRL-MG and PixelRL are fully convolutional at full resolution and take any size >= 8.
+IMAGE_SIZE_RULES = {"unet": (16, 32), "attention-unet": (16, 32), "unet++": (1, 32), "swin-unetr": (32, 64)}
+
+
+def check_image_size(model: str, size: int) -> None:
+    """InputError when ``model`` cannot take ``size`` × ``size`` inputs (:data:`IMAGE_SIZE_RULES`)."""
+    multiple, least = IMAGE_SIZE_RULES.get(model, (1, 8))
+    if size % multiple or size < least:
+        what = f"a multiple of {multiple} that is at least {least}" if multiple > 1 else f"at least {least}"
+        raise InputError(f"--image-size {size}: {model} needs {what}")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Reject impossible settings with a one-line message naming the option."""
     checks = [
@@ -208,9 +223,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.format in ("auto", "msd", "nnunet", "lgg", "paired", "folder", "prepared"),
          f"--format must be auto, msd, nnunet, lgg, paired, folder or prepared, got {cfg.format!r}"),
         (cfg.model in MODELS, f"--model {cfg.model}: unknown model; choose one of {', '.join(MODELS)}"),
-        (cfg.model != "swin-unetr" or (cfg.image_size % 32 == 0 and cfg.image_size >= 64),
-         f"--image-size {cfg.image_size}: swin-unetr needs a multiple of 32 that is at least 64"),
     ]
     for ok, msg in checks:
         if not ok:
             raise InputError(msg)
+    check_image_size(cfg.model, cfg.image_size)

@@ -20,7 +20,8 @@ from pixeldrl.data.dataset import load_dataset
 from pixeldrl.data.folder import find_pairs
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
 from pixeldrl.data.layouts import detect_format, list_cases, read_case
-from pixeldrl.data.protocol import Protocol, assign_splits, binary_target, cut_slice, cut_volumes
+from pixeldrl.data.protocol import Protocol, binary_target, cut_slice, cut_volumes
+from pixeldrl.data.splits import assign_splits
 from pixeldrl.data.volumes import check_same_geometry, is_nifti, nifti_stem, read_label_nifti
 from pixeldrl.errors import InputError
 from pixeldrl.fileio import atomic_write

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pixeldrl.config import MODELS, PA3C_MODELS, make_config
+from pixeldrl.config import MODELS, PA3C_MODELS, check_image_size, make_config
 from pixeldrl.errors import InputError
 from pixeldrl.nets.baselines import SUPERVISED, PixelRLNet, Segmenter
 from pixeldrl.nets.pixeldrl_mg import HEAD_INIT_STD, count_parameters
@@ -24,8 +24,8 @@ def check_model(name: str, image_size: int | None = None) -> None:
     """InputError for an unknown model name, or an image size the model cannot take."""
     if name not in MODELS:
         raise InputError(f"--model {name}: unknown model; choose one of {', '.join(MODELS)}")
-    if name == "swin-unetr" and image_size is not None and (image_size % 32 or image_size < 64):
-        raise InputError(f"--image-size {image_size}: swin-unetr needs a multiple of 32 that is at least 64")
+    if image_size is not None:
+        check_image_size(name, image_size)
 
 
 class PixelRLAgent(Agent):

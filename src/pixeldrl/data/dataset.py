@@ -18,21 +18,32 @@ from typing import Sequence
 import nibabel as nib
 from PIL import Image
 
-from pixeldrl.data.folder import SPLITS, SliceDataset, find_pairs, load_splits
+from pixeldrl.data.folder import SliceDataset, find_pairs, load_splits
 from pixeldrl.data.images import read_image
 from pixeldrl.data.layouts import Case, detect_format, list_cases, read_case, read_lgg_slice
-from pixeldrl.data.protocol import (Protocol, cut_volumes, datasets_from_sliceset, in_plane_spacings, k_shot_indices,
-                                    subset_dataset)
+from pixeldrl.data.protocol import Protocol, cut_volumes, datasets_from_sliceset, in_plane_spacings, subset_dataset
+from pixeldrl.data.splits import SPLITS, k_shot_indices
 from pixeldrl.data.store import open_store
 from pixeldrl.errors import InputError
 
 
-def load_dataset(cfg, progress: bool = False, only: Sequence[str] = SPLITS) -> dict[str, SliceDataset]:
+class Splits(dict):
+    """``{"train", "val", "test"}`` -> :class:`SliceDataset`, and ``resolved``: the config fields the
+    data itself decided (``source_format``, ``modality``, ``in_channels``; for a prepared store also
+    its ``labels``, ``channels``, ``axis``, ``keep_empty`` and ``ct_window``), for the caller to
+    record (``dataclasses.replace(cfg, **splits.resolved)``) so a run's config.json holds them."""
+
+    def __init__(self, splits: dict[str, SliceDataset], resolved: dict):
+        super().__init__(splits)
+        some = next(iter(splits.values()), None)
+        self.resolved = {**resolved, **({"in_channels": int(some.images.shape[1])} if some is not None else {})}
+
+
+def load_dataset(cfg, progress: bool = False, only: Sequence[str] = SPLITS) -> Splits:
     """``{"train", "val", "test"}`` datasets for ``cfg.data`` in any layout (what ``train`` reads).
 
-    Records what it resolved in ``cfg`` so the run's config.json holds it (``predict`` on a volume
-    reuses it): ``source_format`` (the raw layout), ``modality``; for a prepared store also the
-    store's ``labels``, ``channels``, ``axis``, ``keep_empty`` and ``ct_window``. Volume slices
+    ``cfg`` is only read; what the data resolved comes back in :attr:`Splits.resolved` (``predict``
+    on a volume reuses it through the run's config.json). Volume slices
     carry their in-plane spacing (``SliceDataset.spacings``, from the case's voxel spacing).
     ``only``: build just these splits of a prepared store or raw volumes (evaluation of one split
     of a store reads no more of it); the 2-D folder format always gives all three.
@@ -45,10 +56,9 @@ def load_dataset(cfg, progress: bool = False, only: Sequence[str] = SPLITS) -> d
             raise InputError(f"{cfg.data}: --labels and --channels apply to volume layouts; the 2-D folder "
                              f"format has one-channel images and binary masks")
         splits = load_splits(cfg.data, cfg.image_size, cfg.split_seed)
-        cfg.source_format = "folder"
         if cfg.k_shot:
             splits["train"] = subset_dataset(splits["train"], k_shot_indices(len(splits["train"]), cfg.k_shot, cfg.split_seed))
-        return splits
+        return Splits(splits, {"source_format": "folder"})
     if fmt == "prepared":
         store = open_store(cfg.data)
         st = store.manifest["settings"]
@@ -56,19 +66,20 @@ def load_dataset(cfg, progress: bool = False, only: Sequence[str] = SPLITS) -> d
             if mine is not None and mine != theirs:
                 raise InputError(f"{opt} {mine}: the prepared store {cfg.data} was made with {theirs}; "
                                  f"prepare the raw data again with {opt}")
-        cfg.source_format, cfg.modality = store.manifest["format"], st["modality"]
-        cfg.labels, cfg.channels, cfg.axis = st["labels"], st["channels"], st["axis"]
-        cfg.keep_empty, cfg.ct_window = st["keep_empty"], list(st["ct_window"])
+        resolved = {"source_format": store.manifest["format"], "modality": st["modality"], "labels": st["labels"],
+                    "channels": st["channels"], "axis": st["axis"], "keep_empty": st["keep_empty"],
+                    "ct_window": list(st["ct_window"])}
         sl = store.manifest["slices"]
         spacings = in_plane_spacings(store.manifest["cases"], [s["case"] for s in sl], st["axis"])
-        return datasets_from_sliceset(store.images, store.masks, [s["name"] for s in sl],
-                                      [s["patient"] for s in sl], [tuple(s["shape"]) for s in sl],
-                                      cfg.split_level, cfg.split_seed, cfg.k_shot, cfg.image_size, spacings, only)
+        return Splits(datasets_from_sliceset(store.images, store.masks, [s["name"] for s in sl],
+                                             [s["patient"] for s in sl], [tuple(s["shape"]) for s in sl],
+                                             cfg.split_level, cfg.split_seed, cfg.k_shot, cfg.image_size, spacings,
+                                             only), resolved)
     ss = cut_volumes(cfg.data, Protocol.from_config(cfg), progress=progress)
-    cfg.source_format, cfg.modality = ss.format, ss.modality
-    return datasets_from_sliceset(ss.images, ss.masks, ss.names, ss.patients, ss.shapes,
-                                  cfg.split_level, cfg.split_seed, cfg.k_shot,
-                                  spacings=in_plane_spacings(ss.cases, ss.case_index, cfg.axis), only=only)
+    return Splits(datasets_from_sliceset(ss.images, ss.masks, ss.names, ss.patients, ss.shapes,
+                                         cfg.split_level, cfg.split_seed, cfg.k_shot,
+                                         spacings=in_plane_spacings(ss.cases, ss.case_index, cfg.axis), only=only),
+                  {"source_format": ss.format, "modality": ss.modality})
 
 
 def _image_side(path: Path) -> int:

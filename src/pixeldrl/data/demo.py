@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.data.folder import SPLITS
+from pixeldrl.data.splits import SPLITS
 from pixeldrl.data.transforms import to_network
 from pixeldrl.errors import InputError
 from pixeldrl.fileio import atomic_write

@@ -37,17 +37,13 @@ import torch
 
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
+from pixeldrl.data.splits import SPLITS, assign_splits
 from pixeldrl.data.transforms import normalize_intensity, to_network
 
-SPLITS = ("train", "val", "test")
-SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 
 __all__ = [
-    "SPLITS",
-    "SPLIT_FRACTIONS",
     "Pair",
     "find_pairs",
-    "split_sizes",
     "SliceDataset",
     "load_splits",
 ]
@@ -105,26 +101,6 @@ def _pairs_in(folder: Path) -> list[Pair]:
     return [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]
 
 
-def _round_half_up(x: float) -> int:
-    return int(np.floor(x + 0.5))
-
-
-def split_sizes(n: int) -> tuple[int, int, int]:
-    """(train, val, test) sizes of the 70/10/20 split of ``n`` items (see the module docstring)."""
-    if n < 1:
-        raise ValueError("n must be >= 1")
-    n_val = _round_half_up(SPLIT_FRACTIONS[1] * n)
-    n_test = _round_half_up(SPLIT_FRACTIONS[2] * n)
-    if n >= 2:
-        n_test = max(n_test, 1)
-    if n >= 3:
-        n_val = max(n_val, 1)
-    n_train = n - n_val - n_test
-    if n_train < 1:  # cannot happen with the fractions above, kept as a guard
-        n_train, n_test = 1, n - 1 - n_val
-    return n_train, n_val, n_test
-
-
 def find_pairs(data_dir: str | os.PathLike, seed: int = 0) -> dict[str, list[Pair]]:
     """Find the image/mask pairs of a data folder, split into ``train``/``val``/``test``.
 
@@ -150,15 +126,9 @@ def find_pairs(data_dir: str | os.PathLike, seed: int = 0) -> dict[str, list[Pai
             f"{root}: no images/ subfolder (expected images/ and masks/, or train/ val/ test/ "
             f"folders each holding them)"
         )
-    pairs = _pairs_in(root)
-    n_train, n_val, _ = split_sizes(len(pairs))
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    shuffled = [pairs[i] for i in order]
-    parts = {
-        "train": shuffled[:n_train],
-        "val": shuffled[n_train : n_train + n_val],
-        "test": shuffled[n_train + n_val :],
-    }
+    pairs = _pairs_in(root)  # sorted by name: the split depends on the names and the seed only
+    which = assign_splits([p.name for p in pairs], "slice", seed)
+    parts = {s: [p for p, w in zip(pairs, which) if w == s] for s in SPLITS}
     return {s: sorted(parts[s], key=lambda p: p.name) for s in SPLITS}
 
 

@@ -15,7 +15,7 @@ For every case of a volume layout (:mod:`pixeldrl.data.layouts`):
    a square, then resize; bilinear for images, nearest for masks).
 
 Splits: ``split_level="patient"`` (default) shuffles the patients with
-``numpy.random.default_rng(split_seed)`` and cuts them 70/10/20 (:func:`pixeldrl.data.folder.split_sizes`),
+``numpy.random.default_rng(split_seed)`` and cuts them 70/10/20 (:mod:`pixeldrl.data.splits`),
 so no patient's slices sit on both sides; ``"slice"`` shuffles the slices themselves (the paper's
 protocol as written; slices of one patient leak across splits). ``k_shot = K > 0`` then keeps K
 training slices drawn without replacement with ``default_rng([split_seed, K])`` (Table 4).
@@ -35,16 +35,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pixeldrl.data.folder import SPLITS, SliceDataset, split_sizes
+from pixeldrl.data.folder import SliceDataset
+from pixeldrl.data.splits import SPLITS, assign_splits, k_shot_indices
 from pixeldrl.data.transforms import to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.layouts import VOLUME_FORMATS, Case, dataset_modality, detect_format, list_cases, read_case
 from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_channels
 
-SPLIT_LEVELS = ("patient", "slice")
-
 __all__ = ["Protocol", "SliceSet", "select_channels", "binary_target", "cut_slice", "network_slice",
-           "cut_volumes", "assign_splits", "k_shot_indices", "in_plane_spacings", "datasets_from_sliceset",
+           "cut_volumes", "in_plane_spacings", "datasets_from_sliceset",
            "subset_dataset"]
 
 
@@ -207,27 +206,6 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
     return SliceSet(images, masks, names, patients,
                     np.asarray(case_idx, dtype=np.int64), np.asarray(slice_idx, dtype=np.int64), shapes,
                     info, fmt, modality)
-
-
-def assign_splits(patients: Sequence[str], level: str = "patient", seed: int = 0) -> list[str]:
-    """The split (``train``/``val``/``test``) of each slice; see the module docstring."""
-    if level not in SPLIT_LEVELS:
-        raise InputError(f"--split-level {level}: choose one of {', '.join(SPLIT_LEVELS)}")
-    rng = np.random.default_rng(seed)
-    units = sorted(set(patients)) if level == "patient" else list(range(len(patients)))
-    n_train, n_val, _ = split_sizes(len(units))
-    order = rng.permutation(len(units))
-    which = {}
-    for rank, i in enumerate(order):
-        which[units[i]] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
-    return [which[p] for p in patients] if level == "patient" else [which[i] for i in range(len(patients))]
-
-
-def k_shot_indices(n_train: int, k: int, seed: int = 0) -> np.ndarray:
-    """Sorted positions of ``k`` training slices drawn without replacement (Table 4's k-shot)."""
-    if k > n_train:
-        raise InputError(f"--k-shot {k}: the training split holds only {n_train} slices")
-    return np.sort(np.random.default_rng([seed, k]).choice(n_train, size=k, replace=False))
 
 
 def subset_dataset(ds: SliceDataset, idx: np.ndarray) -> SliceDataset:

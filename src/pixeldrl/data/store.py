@@ -41,7 +41,8 @@ import numpy as np
 from pixeldrl.errors import InputError
 from pixeldrl.fileio import atomic_dir
 from pixeldrl.data.layouts import MANIFEST
-from pixeldrl.data.protocol import Protocol, assign_splits, cut_volumes
+from pixeldrl.data.protocol import Protocol, cut_volumes
+from pixeldrl.data.splits import assign_splits
 
 STORE_FORMAT = 1
 

@@ -2,12 +2,13 @@
 
     pixeldrl reproduce --data DATA --experiment table2 [--epochs N] [--seeds K] [--out OUT]
 
-* ``table2`` — PixelDRL-MG against every baseline (``baselines.py``): PixelRL and MONAI's U-Net,
+* ``table2`` — PixelDRL-MG against every baseline (``models.py``): PixelRL and MONAI's U-Net,
   Attention U-Net, UNet++ and Swin-UNETR.
 * ``table3`` — the ablation: PA3C alone (no SAM, no dilation), + SAM, + DC, + SAM + DC.
 * ``table4`` — k-shot training (k = 50 and 100 by default, ``--shots``) for PixelDRL-MG and the
-  U-Net baselines: k training images drawn at random (seeded by the run's seed) from the training
-  split; validation and test splits unchanged.
+  U-Net baselines: k training slices drawn at random from the training split (``train --k-shot``'s
+  draw, seeded by the split seed: the same k slices for every method and seed); validation and test
+  splits unchanged.
 * ``robustness`` — every ``table2`` model evaluated on the test split corrupted at test time
   (``corruptions.py``: Gaussian noise, bias field, blur), next to the clean score.
 
@@ -51,19 +52,16 @@ import csv
 import dataclasses
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, make_config
 from pixeldrl.data.dataset import largest_in_plane, load_dataset
-from pixeldrl.data.folder import find_pairs
-from pixeldrl.data.layouts import detect_format
 from pixeldrl.errors import InputError
 from pixeldrl.evaluate import write_result
 from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt_batch
@@ -145,59 +143,13 @@ def experiment_rows(experiment: str, shots: tuple[int, ...] = (50, 100)) -> list
 # --------------------------------------------------------------------------- data and runs
 
 
-def k_shot_subset(names: list[str], k: int, seed: int) -> list[str]:
-    """k names drawn without replacement (seeded), sorted. Table 4's "k images at random"."""
-    if k > len(names):
-        raise InputError(f"--shots {k}: the training split has only {len(names)} images")
-    rng = np.random.default_rng(seed)
-    return sorted(names[i] for i in rng.choice(len(names), size=k, replace=False))
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.symlink(src.resolve(), dst)
-    except OSError:  # file systems without symlinks
-        shutil.copy2(src, dst)
-
-
-def k_shot_dataset(data: str | Path, k: int, seed: int, out: Path, split_seed: int = 0) -> Path:
-    """A split-layout data set of k training images of ``data`` (val and test unchanged), as symlinks.
-
-    Written once into ``out`` (a ``done`` marker makes a second call free); the k images depend on
-    ``seed`` only, so every method trained with that seed sees the same k images.
-    """
-    if (out / ".done").exists():
-        made_from = json.loads((out / ".done").read_text())["data"]
-        if made_from != str(Path(data).resolve()):
-            raise InputError(f"{out}: a k-shot set of {made_from}, not of {data}; use another --out")
-        return out
-    splits = find_pairs(data, seed=split_seed)
-    chosen = set(k_shot_subset([p.name for p in splits["train"]], k, seed))
-    if out.exists():
-        shutil.rmtree(out)  # a half-written set from an interrupted call
-    for split, pairs in splits.items():
-        for p in pairs:
-            if split == "train" and p.name not in chosen:
-                continue
-            _link(p.image_path, out / split / "images" / p.image_path.name)
-            _link(p.mask_path, out / split / "masks" / p.mask_path.name)
-    (out / ".done").write_text(json.dumps({"data": str(Path(data).resolve()), "k": k, "seed": seed}))
-    return out
-
-
 def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     """The TrainConfig of one (row, seed) run: the preset's budget with the method swapped in."""
-    data, k_shot = s.data, None
-    if row.k_shot and detect_format(s.data) == "folder":
-        # 2-D folders: a k-image data set per seed (symlinks), so each seed draws its own k images.
-        data = str(k_shot_dataset(s.data, row.k_shot, seed, out / "data" / f"k{row.k_shot}-seed{seed}"))
-    elif row.k_shot:
-        # Volumes, LGG, prepared stores: the protocol's own k-shot draw (seeded by the split seed).
-        k_shot = row.k_shot
-    cfg = make_config(s.preset, model=row.model, data=data, epochs=s.epochs, image_size=s.image_size,
+    # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
+    # whatever the layout, so every method and seed trains on the same k slices.
+    cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
                       batch_size=s.batch_size, device=s.device, seed=seed, use_sam=row.use_sam,
-                      use_dilation=row.use_dilation, k_shot=k_shot)
+                      use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg.epochs, seed))
     return cfg
 
@@ -263,8 +215,6 @@ def load_test_split(cfg: TrainConfig, data: str, progress: bool = False):
 
 def segment_all(agent, images, t_max: int, device: str = "cpu", batch_size: int = 16) -> np.ndarray:
     """Greedy masks (N, S, S) bool of network inputs (N, C, S, S) (tensor or array)."""
-    import torch
-
     x = torch.as_tensor(np.asarray(images, dtype=np.float32)) if not torch.is_tensor(images) else images
     dev = resolve_device(device)
     masks = [segment(agent, x[i:i + batch_size].to(dev, torch.float32), t_max).mask.cpu().numpy()
@@ -318,8 +268,10 @@ def robustness_results(run: Path, test, corruptions, device: str = "cpu", seed: 
 # --------------------------------------------------------------------------- tables
 
 
-def _parameters(row: Row, cfg: TrainConfig) -> int:
-    return parameter_counts(row.model, cfg.in_channels, cfg=cfg)["total"]
+def _parameters(row: Row, cfg: TrainConfig, run: Path) -> int:
+    """The row's parameter count at the input channels its run found in the data (its config.json)."""
+    in_channels = json.loads((run / "config.json").read_text())["in_channels"]
+    return parameter_counts(row.model, in_channels, cfg=cfg)["total"]
 
 
 def summarize(rows: list[Row], runs: dict[Row, list[Path]], params: dict[Row, int],
@@ -501,7 +453,7 @@ def reproduce(experiment: str, s: Settings) -> Path:
             run, what = ensure_run(cfg, s.progress)
             print(f"[{experiment}] {row.label} {row.setting} seed {cfg.seed}: {what} ({run})", flush=True)
             runs[row].append(run)
-    params = {row: _parameters(row, configs[row][0]) for row in rows}
+    params = {row: _parameters(row, configs[row][0], runs[row][0]) for row in rows}
     # The test split as training reads it (any layout), at network size: for the figure and robustness.
     test = load_test_split(configs[rows[0]][0], s.data, progress=s.progress)
 

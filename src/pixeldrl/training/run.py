@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixeldrl.checkpoint import agent_from_checkpoint, save_checkpoint
+from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint, save_checkpoint
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.layouts import detect_format
@@ -120,6 +120,18 @@ def write_log(path: Path, rows: list[dict]) -> None:
 def write_json(path: Path, obj) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2))
+
+
+def restore_run(path: Path, device: torch.device, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                sched: torch.optim.lr_scheduler.LRScheduler, shuffle_gen: torch.Generator) -> dict:
+    """``--resume``: load ``checkpoint_latest.pt`` into the model, optimiser, schedule and shuffle RNG
+    (what every loop restores); returns the checkpoint for the loop's own entries."""
+    ckpt = load_checkpoint(path, map_location=device)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    shuffle_gen.set_state(ckpt["shuffle_rng"])
+    return ckpt
 
 
 def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0: float, n_val: int,

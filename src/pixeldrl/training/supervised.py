@@ -17,6 +17,7 @@ softmax, Dice and cross-entropy weighted 1 : 1.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -25,14 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from pixeldrl.nets.baselines import Segmenter
-from pixeldrl.checkpoint import load_checkpoint, resolve_device
+from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, validate
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.transforms import random_flip
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.training.run import (batch_dice, default_run_dir, epoch_batches, finish_run, make_scheduler, read_log,
-                                   record_epoch, validate_dice, write_json)
+                                   record_epoch, restore_run, validate_dice, write_json)
 
 
 def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
@@ -77,8 +78,8 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     if not resume and latest.exists():
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
     splits = load_dataset(cfg, progress=progress)  # any layout (data/dataset.py), as train.py
+    cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds, val_ds = splits["train"], splits["val"]
-    cfg.in_channels = int(train_ds.images.shape[1])
 
     torch.manual_seed(cfg.seed)
     model_kwargs = {"in_channels": cfg.in_channels}
@@ -89,11 +90,7 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best = 1, -1.0
     if resume:
-        ckpt = load_checkpoint(latest, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        shuffle_gen.set_state(ckpt["shuffle_rng"])
+        ckpt = restore_run(latest, device, model, opt, sched, shuffle_gen)
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())

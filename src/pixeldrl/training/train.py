@@ -11,6 +11,7 @@ baselines go to ``supervised.py`` with the same run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -19,14 +20,14 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from pixeldrl.checkpoint import load_checkpoint, resolve_device
+from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.models import build_agent
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
 from pixeldrl.training.run import (default_run_dir, epoch_batches, finish_run, make_scheduler, read_log,
-                                   record_epoch, validate_dice, write_json)
+                                   record_epoch, restore_run, validate_dice, write_json)
 from pixeldrl.training.supervised import train_supervised
 from pixeldrl.training.update import ShardThreads, summarize, train_epoch
 
@@ -56,10 +57,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
     if not resume and latest.exists() and main_rank:
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    splits = load_dataset(cfg, progress=progress)  # any layout; records the resolved format etc. in cfg
+    splits = load_dataset(cfg, progress=progress)  # any layout
+    cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds = splits["train"]
-    if train_ds.images.shape[1] != cfg.in_channels:
-        cfg.in_channels = int(train_ds.images.shape[1])
 
     torch.manual_seed(cfg.seed)
     agent = build_agent(cfg).to(device)  # PixelDRL-MG, or PixelRL's network (baselines.py)
@@ -70,11 +70,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
     start_epoch, best, steps = 1, -1.0, cfg.infer_steps or cfg.t_max
     if resume:
-        ckpt = load_checkpoint(latest, map_location=device)
-        agent.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        shuffle_gen.set_state(ckpt["shuffle_rng"])
+        ckpt = restore_run(latest, device, agent, opt, sched, shuffle_gen)
         sample_gen.set_state(ckpt["sample_rng"].cpu())
         start_epoch, best, steps = ckpt["epoch"] + 1, ckpt["best_val_dice"], ckpt.get("infer_steps", steps)
     workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks) if cfg.workers > 1 else None
