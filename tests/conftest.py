@@ -26,3 +26,17 @@ def umask(request):
     old = os.umask(request.param)
     yield request.param
     os.umask(old)
+
+
+@pytest.fixture
+def torch_loads(monkeypatch):
+    """Every file ``torch.load`` reads during the test, in order (the loads still happen)."""
+    calls = []
+    real = torch.load
+
+    def load(f, *args, **kwargs):
+        calls.append(f)
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    return calls

@@ -131,6 +131,13 @@ def test_predict_writes_one_mask_per_input(trained, tmp_path, capsys):
         assert set(np.unique(mask).tolist()) <= {0, 255}
 
 
+def test_predict_loads_the_checkpoint_once(trained, tmp_path, capsys, torch_loads):
+    rc, _, err = run_cli(capsys, "predict", "--checkpoint", trained["ckpt"], trained["data"] / "images",
+                         "--out", tmp_path / "pred")
+    assert rc == 0, err
+    assert torch_loads == [trained["ckpt"]]
+
+
 def test_predict_save_steps(trained, tmp_path, capsys):
     out_dir = tmp_path / "pred"
     images = trained["data"] / "images"

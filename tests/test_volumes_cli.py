@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pixeldrl.cli import main
-from synth_datasets import AFFINE, SHAPE, make_lgg, make_msd, make_nnunet, make_nnunet_png, make_paired
+from pixeldrl.errors import InputError
+from synth_datasets import AFFINE, SHAPE, make_lgg, make_msd, make_nnunet, make_nnunet_png, make_paired, save_png
 
 FAST = ["--preset", "small", "--epochs", "1", "--image-size", "16", "--batch-size", "4"]
 
@@ -38,7 +39,7 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_layout_end_to_end(tmp_path, capsys, layout):
+def test_layout_end_to_end(tmp_path, capsys, torch_loads, layout):
     maker, pred_input, expected = LAYOUTS[layout]
     root = maker(tmp_path / "raw")
     rc, _, err = run(capsys, "train", "--data", root, *FAST, "--out", tmp_path / "run")
@@ -50,8 +51,10 @@ def test_layout_end_to_end(tmp_path, capsys, layout):
     assert summary["hd95_unit"] == "mm" and len(summary["per_volume"]) == 1
 
     ckpt = tmp_path / "run" / "checkpoint_best.pt"
+    torch_loads.clear()
     rc, out, err = run(capsys, "predict", "--checkpoint", ckpt, root / pred_input, "--out", tmp_path / "pred")
     assert rc == 0, err
+    assert torch_loads == [ckpt]  # the checkpoint is read once per predict (also for LGG's TIFF slices)
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(expected)
     if layout != "lgg":
         back = nib.load(str(tmp_path / "pred" / expected[0]))
@@ -120,14 +123,27 @@ def test_prepared_store_needs_no_raw_folder(tmp_path, capsys):
         assert a == pytest.approx(b, nan_ok=True)
 
 
-def test_nnunet_2d_png_end_to_end(tmp_path, capsys):
+def test_nnunet_2d_png_end_to_end(tmp_path, capsys, torch_loads):
     root = make_nnunet_png(tmp_path / "raw", n=5)
     rc, _, err = run(capsys, "train", "--data", root, *FAST, "--labels", "1,2", "--out", tmp_path / "run")
     assert rc == 0, err
-    rc, out, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt",
-                       root / "imagesTr" / "c0_0000.png", "--out", tmp_path / "pred")
+    ckpt = tmp_path / "run" / "checkpoint_best.pt"
+    torch_loads.clear()
+    rc, out, err = run(capsys, "predict", "--checkpoint", ckpt, root / "imagesTr" / "c0_0000.png", "--out",
+                       tmp_path / "pred")
     assert rc == 0, err
-    assert (tmp_path / "pred" / "c0_0000.png").is_file()
+    # the channel file c0_0000.png gives the case's name, like its label labelsTr/c0.png
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["c0.png"]
+    assert torch_loads == [ckpt]
+    rc, out, err = run(capsys, "predict", "--checkpoint", ckpt, root / "imagesTr", "--out", tmp_path / "all",
+                       "--save-steps")
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [f"c{k}.png" for k in range(5)] + ["steps"]
+    assert sorted(p.name for p in (tmp_path / "all" / "steps").iterdir()) == [f"c{k}.png" for k in range(5)]
+    (tmp_path / "all" / "steps").rename(tmp_path / "steps")
+    rc, out, err = run(capsys, "evaluate", "--pred", tmp_path / "all", "--gt", root / "labelsTr", "--json")
+    assert rc == 0, err
+    assert [r["name"] for r in json.loads(out)["per_image"]] == [f"c{k}" for k in range(5)]
     rc, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", "--data", root,
                        "--json")
     assert rc == 0, err
@@ -154,10 +170,7 @@ def test_single_channel_nnunet_imagests_predicts_case_names(tmp_path, capsys, um
 
 
 def test_channel_suffix_is_stripped_only_in_nnunet_layout(tmp_path):
-    from types import SimpleNamespace
-
-    from pixeldrl.data.layouts import in_nnunet_folder, nnunet_channel
-    from pixeldrl.predict import _volume_jobs
+    from pixeldrl.data.layouts import image_cases, in_nnunet_folder, nnunet_channel, prediction_names, volume_cases
 
     make_paired(tmp_path / "raw", n=1)
     src = (tmp_path / "raw" / "images" / "case0.nii.gz").read_bytes()
@@ -168,12 +181,21 @@ def test_channel_suffix_is_stripped_only_in_nnunet_layout(tmp_path):
     assert in_nnunet_folder(tmp_path / "imagesTs" / "a_0000.nii.gz")
     assert in_nnunet_folder(tmp_path / "Task" / "imagesVal" / "b_0000.nii")  # under a dataset.json
     assert not in_nnunet_folder(tmp_path / "scans" / "c_0001.nii.gz")
-    paired = SimpleNamespace(source_format="paired", in_channels=1, channels=None)
     inputs = [tmp_path / "imagesTs", tmp_path / "Task" / "imagesVal", tmp_path / "scans"]
-    outputs = sorted(o for j in _volume_jobs(inputs, paired) for o in j["outputs"])
+    outputs = sorted(n for c in volume_cases(inputs, "paired", 1) for n in prediction_names(c))
     assert outputs == ["a.nii.gz", "b.nii", "c_0001.nii.gz"]  # elsewhere the suffix may be part of the name
-    nnunet = SimpleNamespace(source_format="nnunet", in_channels=1, channels=None)
-    assert [j["outputs"] for j in _volume_jobs([tmp_path / "scans"], nnunet)] == [["c.nii.gz"]]
+    assert [prediction_names(c) for c in volume_cases([tmp_path / "scans"], "nnunet", 1)] == [["c.nii.gz"]]
+    # 2-D images follow the same rule
+    for f in ("imagesTs/d_0000.png", "scans/e_0001.png"):
+        save_png(tmp_path / f, np.zeros((4, 4), np.uint8))
+    outputs = sorted(n for c in image_cases([tmp_path / "imagesTs", tmp_path / "scans"], "folder", 1)
+                     for n in prediction_names(c))
+    assert outputs == ["d.png", "e_0001.png"]
+    # a case whose channel files do not match the checkpoint's channels is named, unless --channels chose some
+    save_png(tmp_path / "imagesTs" / "d_0001.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(InputError, match="case 'd' has 2 channel file"):
+        image_cases([tmp_path / "imagesTs"], "nnunet", 1)
+    assert [len(c.images) for c in image_cases([tmp_path / "imagesTs"], "nnunet", 1, selected=True)] == [2]
 
 
 def test_slice_split_and_options_are_stored(tmp_path, capsys):

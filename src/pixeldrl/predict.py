@@ -4,6 +4,8 @@
 
     pixeldrl predict --checkpoint runs/demo/checkpoint_best.pt slices/ --out predictions/
 
+It loads the checkpoint once and asks :mod:`pixeldrl.data.layouts` which cases the inputs form,
+how to read them and what their predictions are called (this module knows no file layout).
 ``predict_arrays`` (2-D images) and ``predict_volume`` (one volume, slice by slice) bring each input
 to the network's size and the masks back to the input's.
 """
@@ -16,39 +18,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint
-from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, write_mask
-from pixeldrl.data.layouts import LGG_SLICE, in_nnunet_folder, nnunet_channel, read_lgg_slice
+from pixeldrl.checkpoint import agent_from_checkpoint
+from pixeldrl.config import TrainConfig
+from pixeldrl.data.layouts import (Case, image_cases, is_volume_input, prediction_names, read_case_image, volume_cases,
+                                   write_prediction)
 from pixeldrl.data.protocol import cut_slice, network_slice, select_channels
 from pixeldrl.data.transforms import from_network, normalize_intensity, to_network
-from pixeldrl.data.volumes import is_nifti, nifti_stem, normalize_channels, normalize_volume, read_nifti, write_nifti_mask
+from pixeldrl.data.volumes import normalize_channels, normalize_volume
 from pixeldrl.errors import InputError
 from pixeldrl.report import save_steps_strip
 from pixeldrl.rl.pa3c import Agent, segment
-
-
-
-def collect_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Expand files and folders into the 2-D image files they name (sorted, no duplicates)."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise InputError(f"{item}: folder holds no {'/'.join(IMAGE_EXTENSIONS)} images")
-            files += found
-        elif item.is_file():
-            if item.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise InputError(f"{item}: unsupported file type; expected one of {', '.join(IMAGE_EXTENSIONS)}")
-            files.append(item)
-        else:
-            raise InputError(f"{item}: no such file or folder")
-    seen, unique = set(), []
-    for f in files:
-        if f.resolve() not in seen:
-            seen.add(f.resolve())
-            unique.append(f)
-    return unique
 
 
 def check_single_channel(cfg, checkpoint: str | Path) -> None:
@@ -113,57 +92,78 @@ def predict_slices(agent: Agent, images: torch.Tensor, shapes, t_max: int, devic
     return out
 
 
-def _source_format(checkpoint: str | Path) -> str:
-    return str(load_checkpoint(checkpoint).get("config", {}).get("source_format", ""))
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+
+
+def _check_outputs(cases: list[Case], targets: list[Path], overwrite: bool, what: str = "input") -> None:
+    """Refuse two outputs of one name, writing over an input, and over an existing file unless ``overwrite``."""
+    names = [t.name for t in targets]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise InputError(f"two inputs share the output name {sorted(dup)[0]}; predict them into separate folders")
+    inputs_resolved = {f.resolve() for c in cases for f in c.images}
+    for t in targets:
+        if t.resolve() in inputs_resolved:
+            raise InputError(f"{t}: output would overwrite the {what}; choose another --out")
+        if t.exists() and not overwrite:
+            raise InputError(f"{t}: already exists; pass --overwrite or choose another --out")
+
+
+def _channel_count(cfg: TrainConfig) -> dict:
+    """What the layouts check channel files against: the checkpoint's channels, all of them unless
+    the run kept some with ``--channels`` (``predict_volume`` checks those)."""
+    return {"n_channels": cfg.in_channels, "selected": cfg.channels is not None}
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, save_steps: bool = False,
                   device: str = "cpu", batch_size: int = 8, overwrite: bool = False) -> list[Path]:
-    """``pixeldrl predict``: write one 8-bit 0/255 mask per input image, with the input's file name.
+    """``pixeldrl predict``: write one 8-bit 0/255 mask per input image, named after its case
+    (:func:`pixeldrl.data.layouts.prediction_names`: the input's file name; nnU-Net 2-D channel files
+    ``CASE_0000.png`` give ``CASE.png``, like their labels).
 
     NIfTI volumes (and LGG patient folders for a checkpoint trained on LGG) go to
-    :func:`predict_volumes`.
+    :func:`predict_volumes`. The checkpoint is read once.
 
     Refuses to write over an input file, and over an existing file unless ``overwrite``.
     With ``save_steps``, also writes ``steps/NAME.png``: the mask after each step, side by side.
     """
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    if is_volume_input(inputs) or _source_format(checkpoint) == "lgg":
+    _check_batch_size(batch_size)
+    agent, cfg = agent_from_checkpoint(checkpoint, device)
+    if is_volume_input(inputs, cfg.source_format):
         if save_steps:
             raise InputError("--save-steps works on 2-D images only, not on volumes")
-        return predict_volumes(checkpoint, inputs, out_dir, device, batch_size, overwrite)
-    files = collect_inputs(inputs)
+        return _predict_volumes(agent, cfg, inputs, out_dir, device, batch_size, overwrite)
+    cases = image_cases(inputs, cfg.source_format, **_channel_count(cfg))
     out_dir = Path(out_dir)
     for folder in [out_dir] + ([out_dir / "steps"] if save_steps else []):
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder}: exists and is not a folder; choose another --out")
-    targets = [out_dir / f.name for f in files]
-    step_targets = [out_dir / "steps" / (f.stem + ".png") for f in files] if save_steps else []
+    targets = [out_dir / prediction_names(c)[0] for c in cases]
+    step_targets = [out_dir / "steps" / (t.stem + ".png") for t in targets] if save_steps else []
     for group in (targets, step_targets):
-        names = [t.name for t in group]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise InputError(f"two inputs share the output name {sorted(dup)[0]}; predict them into separate folders")
-    inputs_resolved = {f.resolve() for f in files}
-    for t in targets + step_targets:
-        if t.resolve() in inputs_resolved:
-            raise InputError(f"{t}: output would overwrite the input image; choose another --out")
-        if t.exists() and not overwrite:
-            raise InputError(f"{t}: already exists; pass --overwrite or choose another --out")
-    agent, cfg = agent_from_checkpoint(checkpoint, device)
+        _check_outputs(cases, group, overwrite, "input image")
     check_single_channel(cfg, checkpoint)
-    images = [read_image(f) for f in files]  # read everything first: a bad file stops before any write
+    images = [_read_2d(c) for c in cases]  # read everything first: a bad file stops before any write
     results = predict_arrays(agent, images, cfg.image_size, cfg.infer_steps, device, batch_size, return_steps=save_steps,
                              normalise=image_normaliser(cfg))
     out_dir.mkdir(parents=True, exist_ok=True)
-    for target, res in zip(targets, results):
-        write_mask(target, res["mask"])
+    for case, res in zip(cases, results):
+        write_prediction(case, res["mask"][..., None], out_dir)
     if save_steps:
         (out_dir / "steps").mkdir(exist_ok=True)
-        for target, f, im, res in zip(step_targets, files, images, results):
-            save_steps_strip(target, im, res["steps"], title=f.name)
+        for target, case, im, res in zip(step_targets, cases, images, results):
+            save_steps_strip(target, im, res["steps"], title=case.images[0].name)
     return targets
+
+
+def _read_2d(case: Case) -> np.ndarray:
+    image, _ = read_case_image(case)  # (C, H, W, 1)
+    if image.shape[0] != 1:
+        raise InputError(f"{case.images[0]}: case {case.name!r} has {image.shape[0]} channel files; "
+                         f"2-D images are predicted one channel at a time")
+    return image[0, :, :, 0]
 
 
 # --------------------------------------------------------------------------- volumes
@@ -198,75 +198,6 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
     return out
 
 
-def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
-    """Group the inputs into volumes: NIfTI files (nnU-Net: one file per channel) or LGG patient folders."""
-    nifti: list[Path] = []
-    lgg: dict[Path, list[Path]] = {}
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = [p for p in sorted(item.iterdir()) if not p.name.startswith(".")]
-            vols = [p for p in found if is_nifti(p)]
-            tifs = [p for p in found if LGG_SLICE.match(p.name) and not p.name.endswith("_mask.tif")]
-            if vols:
-                nifti += vols
-            elif tifs and cfg.source_format == "lgg":
-                lgg.setdefault(item, []).extend(tifs)
-            else:
-                raise InputError(f"{item}: folder holds no .nii/.nii.gz volumes"
-                                 + (" nor LGG slices" if cfg.source_format == "lgg" else ""))
-        elif item.is_file() and is_nifti(item):
-            nifti.append(item)
-        elif item.is_file() and cfg.source_format == "lgg" and LGG_SLICE.match(item.name):
-            lgg.setdefault(item.parent, []).append(item)
-        elif not item.exists():
-            raise InputError(f"{item}: no such file or folder")
-        else:
-            raise InputError(f"{item}: not a NIfTI volume (.nii, .nii.gz)")
-    jobs = []
-    # nnU-Net keeps one file per channel, CASE_0000.nii.gz …, and names the case's labels CASE.nii.gz:
-    # the prediction takes the case name whatever the number of channels, so that evaluating it
-    # against labelsTs pairs it up. A checkpoint trained on nnU-Net reads only such files.
-    nnunet_ckpt = cfg.source_format == "nnunet"
-    groups: dict[tuple[Path, str], list[Path]] = {}
-    for p in nifti:
-        ch = nnunet_channel(p)
-        if ch and (nnunet_ckpt or in_nnunet_folder(p)):
-            groups.setdefault((p.parent, ch[0]), []).append(p)
-        elif nnunet_ckpt and cfg.in_channels > 1:
-            raise InputError(f"{p}: expected nnU-Net channel files CASE_0000.nii.gz … (the checkpoint "
-                             f"takes {cfg.in_channels} channels)")
-        else:
-            jobs.append({"kind": "nifti", "files": [p], "outputs": [p.name]})
-    for (_, case), files in sorted(groups.items()):
-        files = sorted(set(files))
-        # With --channels the run kept some of the files' channels; predict_volume checks those.
-        if cfg.channels is None and len(files) != cfg.in_channels:
-            raise InputError(f"{files[0]}: case {case!r} has {len(files)} channel file(s), the checkpoint "
-                             f"takes {cfg.in_channels}")
-        ending = files[0].name[len(nifti_stem(files[0])):]
-        jobs.append({"kind": "nifti", "files": files, "outputs": [case + ending]})
-    for folder, files in lgg.items():
-        files = sorted(set(files), key=lambda p: int(LGG_SLICE.match(p.name).group(2)))
-        jobs.append({"kind": "lgg", "files": files, "outputs": [p.name for p in files]})
-    return jobs
-
-
-def _read_job(job: dict) -> tuple[np.ndarray, object]:
-    if job["kind"] == "lgg":
-        imgs = [read_lgg_slice(p) for p in job["files"]]
-        for p, a in zip(job["files"], imgs):
-            if a.shape != imgs[0].shape:
-                raise InputError(f"{p}: shape {a.shape} differs from the patient's first slice {imgs[0].shape}")
-        return np.stack(imgs, axis=2).astype(np.float32).transpose(3, 0, 1, 2), None
-    vols = [read_nifti(p) for p in job["files"]]
-    chans = []
-    for v in vols:
-        if v.data.shape[:3] != vols[0].data.shape[:3]:
-            raise InputError(f"{v.path}: shape {v.data.shape[:3]} differs from {vols[0].path} {vols[0].data.shape[:3]}")
-        chans += [v.data] if v.data.ndim == 3 else [v.data[..., c] for c in range(v.data.shape[-1])]
-    return np.stack(chans).astype(np.float32), vols[0]
-
-
 def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "cpu",
                     batch_size: int = 8, overwrite: bool = False, progress: bool = True) -> list[Path]:
     """``pixeldrl predict`` on volumes: one NIfTI mask per input volume, with its affine and header.
@@ -277,43 +208,23 @@ def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: s
     give one 0/255 TIFF per slice with the slice's file name. Every output is checked for clashes
     before anything runs and written atomically, so a failure leaves no partial file.
     """
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    _check_batch_size(batch_size)
     agent, cfg = agent_from_checkpoint(checkpoint, device)
-    jobs = _volume_jobs(inputs, cfg)
+    return _predict_volumes(agent, cfg, inputs, out_dir, device, batch_size, overwrite, progress)
+
+
+def _predict_volumes(agent: Agent, cfg: TrainConfig, inputs: list[str | Path], out_dir: str | Path, device: str,
+                     batch_size: int, overwrite: bool, progress: bool = True) -> list[Path]:
+    """:func:`predict_volumes` with the checkpoint already loaded."""
+    cases = volume_cases(inputs, cfg.source_format, **_channel_count(cfg))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
-    inputs_resolved = {f.resolve() for j in jobs for f in j["files"]}
-    names = [n for j in jobs for n in j["outputs"]]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise InputError(f"two inputs share the output name {sorted(dup)[0]}; predict them into separate folders")
-    for n in names:
-        t = out_dir / n
-        if t.resolve() in inputs_resolved:
-            raise InputError(f"{t}: output would overwrite the input; choose another --out")
-        if t.exists() and not overwrite:
-            raise InputError(f"{t}: already exists; pass --overwrite or choose another --out")
+    _check_outputs(cases, [out_dir / n for c in cases for n in prediction_names(c)], overwrite)
     written = []
-    for job in tqdm(jobs, desc="predict", unit="volume", disable=not progress):
-        image, like = _read_job(job)
-        mask = predict_volume(agent, cfg, image, device, batch_size, where=job["files"][0])
+    for case in tqdm(cases, desc="predict", unit="volume", disable=not progress):
+        image, like = read_case_image(case)
+        mask = predict_volume(agent, cfg, image, device, batch_size, where=case.images[0])
         out_dir.mkdir(parents=True, exist_ok=True)
-        if job["kind"] == "nifti":
-            written.append(write_nifti_mask(out_dir / job["outputs"][0], mask, like))
-        else:
-            for k, name in enumerate(job["outputs"]):
-                write_mask(out_dir / name, mask[:, :, k])
-                written.append(out_dir / name)
+        written += write_prediction(case, mask, out_dir, like)
     return written
-
-
-def is_volume_input(inputs: list[str | Path]) -> bool:
-    """True when the inputs name NIfTI volumes (files or folders holding them)."""
-    for item in map(Path, inputs):
-        if item.is_file() and is_nifti(item):
-            return True
-        if item.is_dir() and any(is_nifti(p) for p in item.iterdir()):
-            return True
-    return False

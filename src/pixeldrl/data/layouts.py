@@ -25,6 +25,12 @@ Layouts (``--format``, detected automatically when ``auto``):
 A volume layout's case is one patient (LGG: one patient folder), so a split by patient is a split
 by case. :func:`read_case` returns the image as (C, X, Y, Z) ``float32`` and the labels as
 (X, Y, Z) ``int64``, with the geometry needed to write a prediction back.
+
+``pixeldrl predict`` takes files and folders rather than a dataset root; the same rules turn them
+into cases without labels: :func:`is_volume_input`, :func:`volume_cases` / :func:`image_cases`
+(nnU-Net channel files grouped by case, LGG slices by patient), :func:`read_case_image`, and
+:func:`prediction_names` / :func:`write_prediction` (a case's prediction takes the case name, so
+``CASE_0000.nii.gz`` or ``CASE_0000.png`` gives ``CASE.nii.gz`` / ``CASE.png``, like its labels).
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.data.images import read_image
-from pixeldrl.data.volumes import Volume, check_same_geometry, is_nifti, labels_to_int, nifti_stem, read_label_nifti, read_nifti
+from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, write_mask
+from pixeldrl.data.volumes import (Volume, check_same_geometry, is_nifti, labels_to_int, nifti_stem, read_label_nifti,
+                                   read_nifti, write_nifti_mask)
 from pixeldrl.errors import InputError
 
 
@@ -48,7 +55,8 @@ MANIFEST = "manifest.json"
 
 __all__ = ["FORMATS", "VOLUME_FORMATS", "LGG_SLICE", "NNUNET_IMAGE_FOLDERS", "Case", "CaseData", "detect_format",
            "list_cases", "read_case", "dataset_modality", "read_lgg_slice", "nnunet_channel", "nnunet_channel_file",
-           "in_nnunet_folder"]
+           "in_nnunet_folder", "is_volume_input", "volume_cases", "image_cases", "prediction_names", "read_case_image",
+           "write_prediction"]
 
 
 @dataclass
@@ -62,7 +70,7 @@ class Case:
     labels: list[Path]
     """One label file, or (LGG) one mask per slice."""
     kind: str = "nifti"
-    """``nifti``, ``png`` (nnU-Net 2-D) or ``lgg``."""
+    """``nifti``, ``png`` (nnU-Net 2-D) or ``lgg``; ``image`` for a 2-D image given to ``predict``."""
 
 
 @dataclass
@@ -335,3 +343,168 @@ def read_case(case: Case) -> CaseData:
         chans += [v.data] if v.data.ndim == 3 else [v.data[..., c] for c in range(v.data.shape[-1])]
     image = np.stack(chans).astype(np.float32)  # (C, X, Y, Z)
     return CaseData(image, label.data, vols[0].spacing, vols[0])
+
+
+# --------------------------------------------------------------------------- inputs given to predict
+#
+# ``pixeldrl predict`` takes files and folders, not a dataset root. These functions say which cases
+# they form for a run trained on the layout ``fmt`` (its ``source_format``), what a case's
+# prediction is called and how it is written. Input cases carry no labels.
+
+
+def is_volume_input(inputs: list[str | os.PathLike], fmt: str = "") -> bool:
+    """True when the inputs are volumes: they name NIfTI files (or folders holding them), or the run
+    was trained on LGG (whose ``PATIENT_N.tif`` slices form a patient's volume)."""
+    if fmt == "lgg":
+        return True
+    for item in map(Path, inputs):
+        if item.is_file() and is_nifti(item):
+            return True
+        if item.is_dir() and any(is_nifti(p) for p in item.iterdir()):
+            return True
+    return False
+
+
+def _is_lgg_slice(path: Path) -> bool:
+    return bool(LGG_SLICE.match(path.name)) and not path.name.endswith("_mask.tif")
+
+
+def _group_channel_files(files: list[Path], kind: str, fmt: str, n_channels: int | None,
+                         selected: bool) -> list[Case]:
+    """One case per file, except nnU-Net channel files, grouped by case (see :func:`in_nnunet_folder`).
+
+    nnU-Net keeps one file per channel, ``CASE_0000<ending>`` …, and names the case's labels
+    ``CASE<ending>``: the case takes that name whatever the number of channels, so that a prediction
+    named after it pairs up with ``labelsTs``. A run trained on nnU-Net reads every such file this way.
+    """
+    nnunet_run = fmt == "nnunet"
+    cases: list[Case] = []
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for p in files:
+        ch = nnunet_channel(p)
+        if ch and (nnunet_run or in_nnunet_folder(p)):
+            groups.setdefault((p.parent, ch[0]), []).append(p)
+        elif kind == "nifti" and nnunet_run and n_channels is not None and n_channels > 1:
+            raise InputError(f"{p}: expected nnU-Net channel files CASE_0000.nii.gz … (the checkpoint "
+                             f"takes {n_channels} channels)")
+        else:
+            cases.append(Case(nifti_stem(p), nifti_stem(p), [p], [], kind))
+    for (_, name), group in sorted(groups.items()):
+        group = sorted(set(group))
+        if n_channels is not None and not selected and len(group) != n_channels:
+            raise InputError(f"{group[0]}: case {name!r} has {len(group)} channel file(s), the checkpoint "
+                             f"takes {n_channels}")
+        cases.append(Case(name, name, group, [], kind))
+    return cases
+
+
+def volume_cases(inputs: list[str | os.PathLike], fmt: str = "", n_channels: int | None = None,
+                 selected: bool = False) -> list[Case]:
+    """The volumes among ``predict``'s inputs: NIfTI files (nnU-Net channel files grouped by case) and,
+    for a run trained on LGG, patient folders (or single slices) of ``PATIENT_N.tif`` files.
+
+    ``n_channels``: the channels the checkpoint takes (None: not checked): a case of grouped channel
+    files must have that many, unless ``selected`` (the run kept some of the files' channels,
+    ``--channels``); a run trained on nnU-Net with several channels takes only channel files.
+    """
+    nifti: list[Path] = []
+    lgg: dict[Path, list[Path]] = {}
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = [p for p in sorted(item.iterdir()) if not p.name.startswith(".")]
+            vols = [p for p in found if is_nifti(p)]
+            tifs = [p for p in found if _is_lgg_slice(p)]
+            if vols:
+                nifti += vols
+            elif tifs and fmt == "lgg":
+                lgg.setdefault(item, []).extend(tifs)
+            else:
+                raise InputError(f"{item}: folder holds no .nii/.nii.gz volumes"
+                                 + (" nor LGG slices" if fmt == "lgg" else ""))
+        elif item.is_file() and is_nifti(item):
+            nifti.append(item)
+        elif item.is_file() and fmt == "lgg" and LGG_SLICE.match(item.name):
+            lgg.setdefault(item.parent, []).append(item)
+        elif not item.exists():
+            raise InputError(f"{item}: no such file or folder")
+        else:
+            raise InputError(f"{item}: not a NIfTI volume (.nii, .nii.gz)")
+    cases = _group_channel_files(nifti, "nifti", fmt, n_channels, selected)
+    for folder, files in lgg.items():
+        files = sorted(set(files), key=lambda p: int(LGG_SLICE.match(p.name).group(2)))
+        cases.append(Case(folder.name, folder.name, files, [], "lgg"))
+    return cases
+
+
+def image_cases(inputs: list[str | os.PathLike], fmt: str = "", n_channels: int | None = None,
+                selected: bool = False) -> list[Case]:
+    """The 2-D images among ``predict``'s inputs (files, and the PNG/TIFF files of folders), each a case
+    of kind ``image``; nnU-Net 2-D channel files ``CASE_0000.png`` … are grouped by case like
+    volumes (:func:`volume_cases`). Each file is listed once, whatever the number of times named."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise InputError(f"{item}: folder holds no {'/'.join(IMAGE_EXTENSIONS)} images")
+            files += found
+        elif item.is_file():
+            if item.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise InputError(f"{item}: unsupported file type; expected one of {', '.join(IMAGE_EXTENSIONS)}")
+            files.append(item)
+        else:
+            raise InputError(f"{item}: no such file or folder")
+    seen, unique = set(), []
+    for f in files:
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return _group_channel_files(unique, "image", fmt, n_channels, selected)
+
+
+def prediction_names(case: Case) -> list[str]:
+    """The file names of a case's prediction: the case name with its files' ending (a single file's
+    own name; nnU-Net channel files ``CASE_0000.nii.gz`` -> ``CASE.nii.gz``, like its labels), or for
+    an LGG patient one per slice, with the slice's name."""
+    if case.kind == "lgg":
+        return [p.name for p in case.images]
+    first = case.images[0]
+    return [case.name + first.name[len(nifti_stem(first)):]]
+
+
+def read_case_image(case: Case) -> tuple[np.ndarray, Volume | None]:
+    """A case's image without labels -> ((C, X, Y, Z) float32 stored intensities, the first NIfTI
+    file's :class:`Volume` or None). A 2-D image is (C, H, W, 1); an LGG patient (C, H, W, N)."""
+    if case.kind == "lgg":
+        imgs = [read_lgg_slice(p) for p in case.images]
+        for p, a in zip(case.images, imgs):
+            if a.shape != imgs[0].shape:
+                raise InputError(f"{p}: shape {a.shape} differs from the patient's first slice {imgs[0].shape}")
+        return np.stack(imgs, axis=2).astype(np.float32).transpose(3, 0, 1, 2), None
+    if case.kind in ("image", "png"):
+        chans = [read_image(p) for p in case.images]
+        for p, c in zip(case.images, chans):
+            if c.shape != chans[0].shape:
+                raise InputError(f"{p}: shape {c.shape} differs from {case.images[0]} {chans[0].shape}")
+        return np.stack(chans).astype(np.float32)[..., None], None
+    vols = [read_nifti(p) for p in case.images]
+    chans = []
+    for v in vols:
+        if v.data.shape[:3] != vols[0].data.shape[:3]:
+            raise InputError(f"{v.path}: shape {v.data.shape[:3]} differs from {vols[0].path} {vols[0].data.shape[:3]}")
+        chans += [v.data] if v.data.ndim == 3 else [v.data[..., c] for c in range(v.data.shape[-1])]
+    return np.stack(chans).astype(np.float32), vols[0]
+
+
+def write_prediction(case: Case, mask: np.ndarray, out_dir: str | os.PathLike,
+                     like: Volume | None = None) -> list[Path]:
+    """Write a case's (X, Y, Z) mask into ``out_dir`` under :func:`prediction_names`, atomically:
+    NIfTI cases as ``uint8`` 0/1 with ``like``'s affine and header, 2-D cases (Z = 1) and LGG slices
+    as 8-bit 0/255 images."""
+    out_dir = Path(out_dir)
+    names = prediction_names(case)
+    if case.kind == "nifti":
+        return [write_nifti_mask(out_dir / names[0], mask, like)]
+    for k, name in enumerate(names):
+        write_mask(out_dir / name, mask[:, :, k])
+    return [out_dir / n for n in names]
