@@ -245,7 +245,7 @@ def _volume_jobs(inputs: list[str | Path], cfg) -> list[dict]:
                              f"takes {cfg.in_channels}")
         ending = files[0].name[len(nifti_stem(files[0])):]
         jobs.append({"kind": "nifti", "files": files, "outputs": [case + ending]})
-    for folder, files in lgg.items():
+    for files in lgg.values():
         files = sorted(set(files), key=lambda p: int(LGG_SLICE.match(p.name).group(2)))
         jobs.append({"kind": "lgg", "files": files, "outputs": [p.name for p in files]})
     return jobs
