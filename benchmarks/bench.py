@@ -1,11 +1,11 @@
 """Throughput benchmark: PixelDRL-MG (PA3C training and greedy inference) against MONAI's U-Net.
 
     python benchmarks/bench.py                       # CPU, paper preset, 256×256, batch 2
-    python benchmarks/bench.py --device cuda --batch-sizes 2 16 64 --variants plain cl cl,bf16 cl,bf16,compile
+    python benchmarks/bench.py --device cuda --batch-sizes 2 16 64 --variants plain cl cl,bf16 bf16,recompute
 
 ``--variants``: comma-joined fast paths of ``Agent.set_fast_paths`` per PixelDRL-MG row — ``plain``
 (the straightforward version: NCHW, float32), ``cl`` (channels-last), ``bf16`` (autocast),
-``compile`` (torch.compile), ``recompute`` (activation checkpointing). The U-Net runs once per
+``recompute`` (activation checkpointing). The U-Net runs once per
 batch size, in bf16 when any variant uses it.
 
 Plain PyTorch timing: warm-up iterations, then the median of ``--repeats`` timed iterations, with
@@ -70,12 +70,12 @@ def bench_pixeldrl(preset: str, batch: int, size: int, device: torch.device, var
                    repeats: int, t_max: int = env.T_MAX) -> dict:
     torch.manual_seed(0)
     flags = set(variant.split(",")) - {"plain"}
-    unknown = flags - {"cl", "bf16", "compile", "recompute"}
+    unknown = flags - {"cl", "bf16", "recompute"}
     if unknown:
         raise SystemExit(f"unknown variant flags {sorted(unknown)}")
     agent = Agent(net_config(preset), 3).to(device)
     agent.set_fast_paths(channels_last="cl" in flags, amp="bf16" if "bf16" in flags else "none",
-                         compile="compile" in flags, recompute="recompute" in flags)
+                         recompute="recompute" in flags)
     amp = contextlib.nullcontext  # the agent applies its own autocast
     opt = torch.optim.Adam(agent.parameters(), lr=1e-4)
     images = torch.rand(batch, 1, size, size, device=device)

@@ -9,8 +9,7 @@ B="python3 benchmarks/bench.py --device cuda --repeats 3"
 # Straightforward vs each fast path at the paper's batch size and at larger batches.
 timeout 150 $B --batch-sizes 2 16 --variants plain cl bf16 cl,bf16 2>&1 | tee "$OUT/bench_paths.txt"
 timeout 120 $B --batch-sizes 64 --variants bf16 cl,bf16 --no-unet 2>&1 | tee "$OUT/bench_b64.txt"
-# torch.compile (a compile pause per variant) and recomputation for the memory plan.
-timeout 120 $B --batch-sizes 16 --variants bf16,compile --no-unet 2>&1 | tee "$OUT/bench_compile.txt"
+# Recomputation for the memory plan.
 timeout 90 $B --batch-sizes 64 128 --variants bf16,recompute --no-unet 2>&1 | tee "$OUT/bench_recompute.txt"
 timeout 90 python3 benchmarks/memory.py --device cuda --batch-sizes 16 32 2>&1 | tee "$OUT/memory.txt"
 if [ -d .gpu/demo_data ]; then

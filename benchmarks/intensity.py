@@ -38,7 +38,6 @@ def all_pixel_percentiles(img, low: float = 0.5, high: float = 99.5):
 def run_one(job) -> dict:
     mode, seed, data, size, epochs = job
     os.environ["OMP_NUM_THREADS"] = "1"
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)

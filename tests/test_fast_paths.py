@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from pixeldrl.rl import env
-from pixeldrl.config import make_config
-from pixeldrl.errors import InputError
+from pixeldrl.config import TrainConfig, make_config
 from pixeldrl.nets.kernels import Conv2d, GroupNorm, upsample
 from pixeldrl.nets.pixeldrl_mg import net_config
 from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
@@ -66,7 +65,7 @@ def test_bf16_autocast_stays_close_and_returns_float32(reference, channels_last)
     agent, images, gt, *_ = reference
     fast = copy.deepcopy(agent).set_fast_paths(channels_last=channels_last, amp="bf16")
     with torch.no_grad():
-        logits, value = agent.forward_net(images)
+        logits, _ = agent.forward_net(images)
         logits16, value16 = fast.forward_net(images)
     assert logits16.dtype == value16.dtype == torch.float32
     p, p16 = logits.softmax(1), logits16.softmax(1)
@@ -153,11 +152,11 @@ def test_bf16_channels_last_on_cpu_survives_the_crashing_weight_gradient():
     assert torch.isfinite(losses.total) and all(torch.isfinite(g).all() for g in grads.values())
 
 
-def test_compile_with_bf16_on_cpu_is_refused():
-    with pytest.raises(ValueError, match="compile"):
-        Agent(net_config("small")).set_fast_paths(amp="bf16", compile=True)
-    with pytest.raises(InputError, match="--compile with --amp bf16"):
-        make_config("small", data="x", amp="bf16", compile=True)
+def test_a_run_config_with_the_retired_compile_option_loads():
+    """Runs from before ``--compile`` was retired have ``"compile"`` in config.json; they still load."""
+    cfg = make_config("small", data="x")
+    old = TrainConfig.from_dict({**cfg.to_dict(), "compile": True})
+    assert old == cfg and "compile" not in old.to_dict()
 
 
 def test_checkpoint_state_dict_keys_do_not_depend_on_fast_paths(reference):

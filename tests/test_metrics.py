@@ -197,7 +197,7 @@ def _biou_bruteforce(pred: np.ndarray, gt: np.ndarray, ratio: float = 0.02) -> f
 
 
 def test_biou_identical_is_one():
-    for pred, gt in PAIRS:
+    for _, gt in PAIRS:
         if gt.ndim == 2:
             assert M.boundary_iou(gt, gt) == 1.0
 

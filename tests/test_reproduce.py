@@ -108,8 +108,8 @@ def test_supervised_baselines_train_and_improve(data, tmp_path, model):
 
 
 def test_pixelrl_trains_with_pa3c_and_predicts(data, tmp_path, capsys):
-    rc, out, _ = run_cli(capsys, "train", "--data", data, "--model", "pixelrl", "--preset", "small",
-                         "--image-size", "32", "--epochs", "2", "--batch-size", "4", "--out", tmp_path / "run")
+    rc, _, _ = run_cli(capsys, "train", "--data", data, "--model", "pixelrl", "--preset", "small",
+                       "--image-size", "32", "--epochs", "2", "--batch-size", "4", "--out", tmp_path / "run")
     assert rc == 0
     run = tmp_path / "run"
     log = read_csv(run / "log.csv")

@@ -109,7 +109,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--infer-steps", type=int,
                    help="greedy steps at inference: 0 = the step validation scores best (default), k = always k")
     p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
     p.add_argument("--recompute", action="store_true", help="activation checkpointing: large batches fit")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the faster NHWC layout")
     p.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1)")
@@ -148,7 +147,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = make_config(a.preset, model=a.model, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
                       lr=a.lr, lr_schedule=a.lr_schedule, norm=a.norm, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
                       use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
-                      augment=True if a.augment else None, amp=a.amp, compile=True if a.compile else None,
+                      augment=True if a.augment else None, amp=a.amp,
                       recompute=True if a.recompute else None,
                       channels_last=False if a.no_channels_last else None, workers=a.workers, shards=a.shards,
                       format=a.format, labels=a.labels,

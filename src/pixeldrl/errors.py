@@ -8,5 +8,3 @@ and exits with status 2 instead of showing a traceback.
 
 class InputError(Exception):
     """Bad user input: a missing, unreadable or inconsistent file, or an invalid option."""
-
-    exit_code = 2

@@ -71,12 +71,13 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     return evaluate_pairs(p_arrays, g_arrays, names)
 
 
-def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path, axis: int = 2) -> dict:
+def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     """Predicted NIfTI masks against same-named ground-truth label volumes (foreground: label > 0).
 
     Per volume: 3-D DICE, PPV, SEN, IoU, BIoU and HD95 in mm from the voxel spacing
-    (``per_volume``, ``volume_mean``); per slice along ``axis``, over the slices whose ground truth
-    has foreground (the paper's protocol): the usual table, HD95 in mm from the in-plane spacing.
+    (``per_volume``, ``volume_mean``); per slice along the last voxel axis (z, training's default
+    ``--axis``), over the slices whose ground truth has foreground (the paper's protocol): the usual
+    table, HD95 in mm from the in-plane spacing.
     Prediction and ground truth must share shape and affine.
     """
     def volumes(folder: Path) -> dict[str, Path]:
@@ -87,6 +88,7 @@ def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path, axis: int =
             raise InputError(f"{folder}: holds no .nii/.nii.gz volumes")
         return found
 
+    axis = 2
     preds, gts = volumes(Path(pred_dir)), volumes(Path(gt_dir))
     missing = sorted(set(gts) - set(preds))
     if missing:

@@ -87,10 +87,9 @@ def save_overlays(path: str | Path, images, preds, gts, names, scores=None, ncol
     return _save(fig, path)
 
 
-def save_steps_strip(path: str | Path, image: np.ndarray, steps: np.ndarray, title: str = "",
-                     gt: np.ndarray | None = None) -> Path:
+def save_steps_strip(path: str | Path, image: np.ndarray, steps: np.ndarray, title: str = "") -> Path:
     """The image and the mask m(t) after each step t = 0 … t_max (steps: (T+1, H, W))."""
-    return save_steps_grid(path, [image], [steps], [title], [gt])
+    return save_steps_grid(path, [image], [steps], [title])
 
 
 def save_steps_grid(path: str | Path, images, steps_list, titles, gts=None) -> Path:

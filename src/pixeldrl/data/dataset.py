@@ -109,7 +109,7 @@ def _case_side(case: Case, axis: int) -> int:
     return int(max(v for a, v in enumerate(shape) if a != axis))
 
 
-def largest_in_plane(root: str | os.PathLike, fmt: str = "auto", axis: int = 2) -> int:
+def largest_in_plane(root: str | os.PathLike, axis: int = 2) -> int:
     """The largest in-plane side (max of H and W over every image or slice) of a dataset in any layout.
 
     2-D folders: every image (PNG from its header); volumes: every case along ``axis`` (NIfTI from
@@ -117,7 +117,7 @@ def largest_in_plane(root: str | os.PathLike, fmt: str = "auto", axis: int = 2) 
     at most the store's own size (its slices are stored at that size).
     """
     root = Path(root)
-    fmt = detect_format(root, fmt)
+    fmt = detect_format(root, "auto")
     if fmt == "folder":
         return max(_image_side(p.image_path) for pairs in find_pairs(root).values() for p in pairs)
     if fmt == "prepared":

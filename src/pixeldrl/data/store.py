@@ -58,7 +58,6 @@ def _version() -> str:
 
 @dataclass
 class Store:
-    root: Path
     manifest: dict
     images: np.ndarray
     """(N, C, S, S) float32 memory map."""
@@ -145,4 +144,4 @@ def open_store(root: str | os.PathLike) -> Store:
     n, img, msk = manifest.get("n_slices"), arrays["images"], arrays["masks"]
     if img.ndim != 4 or img.shape[0] != n or msk.shape != (n, *img.shape[2:]) or len(manifest.get("slices", [])) != n:
         raise InputError(f"{root}: store arrays {img.shape} / {msk.shape} do not match the manifest ({n} slices)")
-    return Store(root, manifest, img, msk)
+    return Store(manifest, img, msk)

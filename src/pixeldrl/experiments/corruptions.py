@@ -92,11 +92,3 @@ def corrupt_batch(images, c: Corruption, seed: int = 0) -> np.ndarray:
         for ch in range(x.shape[1]):
             out[i, ch] = corrupt(x[i, ch], c, seed=seed * 100_003 + i + 1_000_003 * ch)
     return np.clip(out, 0.0, 1.0)
-
-
-def parse(name: str) -> Corruption:
-    """``noise-0.1`` → Corruption("noise", 0.1); ValueError for anything else."""
-    kind, _, level = name.partition("-")
-    if kind not in KINDS:
-        raise ValueError(f"unknown corruption {name!r}; expected KIND-LEVEL with KIND in {KINDS}")
-    return Corruption(kind, float(level))

@@ -226,7 +226,7 @@ def _resolution_tag(test) -> str:
     return f"network {test.size}x{test.size}"
 
 
-def robustness_results(run: Path, test, corruptions, device: str = "cpu", seed: int = 0) -> dict[str, dict]:
+def robustness_results(run: Path, test, corruptions, device: str = "cpu") -> dict[str, dict]:
     """Metrics of a finished run on the clean and on each corrupted test split, cached in the run.
 
     ``test`` is the test :class:`~pixeldrl.data.folder.SliceDataset` (:func:`load_test_split`). Every
@@ -255,7 +255,7 @@ def robustness_results(run: Path, test, corruptions, device: str = "cpu", seed: 
         gts = test.masks.numpy() > 0.5
         for c in todo:
             if len(test):
-                x = test.images if c is None else corrupt_batch(test.images, c, seed=seed)
+                x = test.images if c is None else corrupt_batch(test.images, c, seed=0)
                 preds = segment_all(agent, x, cfg.infer_steps, device)
                 result = evaluate_pairs(list(preds), list(gts), test.names)
             else:  # no test split (a tiny data set): nothing to measure

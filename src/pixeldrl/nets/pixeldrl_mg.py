@@ -220,7 +220,6 @@ class PixelDRLNet(nn.Module):
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
-        self.cfg = cfg
         self.trunk = VGGHalfTrunk(cfg)
         self.sam = SelfAttention(cfg.widths[-1], cfg.sam_reduction) if cfg.use_sam else nn.Identity()
         self.policy = DilatedHead(cfg, N_ACTIONS)

@@ -129,9 +129,8 @@ class Agent(nn.Module):
         self.amp_dtype: torch.dtype | None = None
         self.recompute = False
         set_cpu_workarounds(self.net, False)
-        object.__setattr__(self, "_forward", self.net)  # not a submodule: keeps state_dict keys plain
 
-    def set_fast_paths(self, channels_last: bool | None = False, amp: str = "none", compile: bool = False,
+    def set_fast_paths(self, channels_last: bool | None = False, amp: str = "none",
                        recompute: bool = False) -> "Agent":
         """Faster execution of the same network (benchmarks/bench.py measures each).
 
@@ -143,9 +142,7 @@ class Agent(nn.Module):
         * ``amp="bf16"`` — bfloat16 autocast of the forward pass; logits and values come back as
           float32, and the returns and losses stay in float32. On CPU (fast with AVX512-BF16 or
           AMX) the convolutions' weight gradients are computed in float32 (:mod:`pixeldrl.nets.kernels`:
-          oneDNN's channels-last bf16 weight-gradient kernel crashes), and ``compile`` is refused
-          (inductor's channels-last bf16 code reaches the same kernel).
-        * ``compile`` — ``torch.compile`` of the network (pays on GPU; measured no gain on CPU).
+          oneDNN's channels-last bf16 weight-gradient kernel crashes).
         * ``recompute`` — activation checkpointing of each step's forward pass: the activations
           of the ``t_max`` steps are recomputed during backward instead of stored, so batches about
           ``t_max`` times larger fit at about a third more compute.
@@ -155,14 +152,11 @@ class Agent(nn.Module):
         on_cpu = next(self.parameters()).device.type == "cpu"
         if channels_last is None:
             channels_last = on_cpu
-        if on_cpu and amp == "bf16" and compile:
-            raise ValueError("compile with amp=bf16 is not supported on CPU (oneDNN crash); use one of them")
         # The straightforward version (NCHW float32) keeps the stock kernels: it is the baseline.
         set_cpu_workarounds(self.net, on_cpu and (channels_last or amp == "bf16"))
         self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         self.recompute = recompute
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        object.__setattr__(self, "_forward", torch.compile(self.net) if compile else self.net)
         return self
 
     def forward_net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +165,9 @@ class Agent(nn.Module):
                else contextlib.nullcontext())
         with amp:
             if self.recompute and torch.is_grad_enabled():
-                logits, value = torch.utils.checkpoint.checkpoint(self._forward, x, use_reentrant=False)
+                logits, value = torch.utils.checkpoint.checkpoint(self.net, x, use_reentrant=False)
             else:
-                logits, value = self._forward(x)
+                logits, value = self.net(x)
         return logits.float(), value.float()  # (B, 2, H, W), (B, 1, H, W)
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,11 +175,10 @@ class Agent(nn.Module):
         return self.forward_net(x)[1].squeeze(1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None,
-                             greedy: bool = False, generator: torch.Generator | None = None,
-                             uniform: torch.Tensor | None = None):
+                             greedy: bool = False, uniform: torch.Tensor | None = None):
         """Sample (or re-score, or take the argmax of) per-pixel actions.
 
-        Sampling draws one uniform per pixel from ``generator``, or takes them from ``uniform``
+        Sampling draws one uniform per pixel from the global generator, or takes them from ``uniform``
         (B, H, W) when given (the rollout draws a whole episode's at once).
         Returns ``action`` (B, H, W) int64, ``log π(action|s)`` (B, H, W), entropy (B, H, W),
         ``V(s)`` (B, H, W) and ``π(keep|s)`` (B, H, W).
@@ -198,7 +191,7 @@ class Agent(nn.Module):
                 action = logits.argmax(dim=1)
             else:
                 if uniform is None:
-                    uniform = torch.rand(p_keep.shape, device=p_keep.device, generator=generator)
+                    uniform = torch.rand(p_keep.shape, device=p_keep.device)
                 action = (uniform < p_keep).long()  # Bernoulli(π(keep|s)) per pixel
         logp_a = logp.gather(1, action.unsqueeze(1)).squeeze(1)
         entropy = -(logp.exp() * logp).sum(dim=1)

@@ -113,7 +113,7 @@ def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict]
             masks: torch.Tensor, threads: int, jobs, results) -> None:
     torch.set_num_threads(threads)
     local = build_agent(cfg)
-    local.set_fast_paths(cfg.channels_last, cfg.amp, False, cfg.recompute)
+    local.set_fast_paths(cfg.channels_last, amp=cfg.amp, recompute=cfg.recompute)
     local.train()
     params = list(global_agent.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)

@@ -63,7 +63,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
 
     torch.manual_seed(cfg.seed)
     agent = build_agent(cfg).to(device)  # PixelDRL-MG, or PixelRL's network (baselines.py)
-    agent.set_fast_paths(cfg.channels_last, cfg.amp, cfg.compile, cfg.recompute)
+    agent.set_fast_paths(cfg.channels_last, amp=cfg.amp, recompute=cfg.recompute)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     sched = make_scheduler(opt, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
