@@ -28,7 +28,7 @@ class ShardThreads:
         ``threads / N`` intra-op threads; the shards' gradients, weighted by their share of the
         batch, sum to the whole batch's gradient, and the action samples are the whole batch's
         (each shard takes its slice of the episode's uniforms). The same computation as one batch
-        (``tests/test_parallel.py``), unlike the asynchronous workers.
+        (``tests/training/test_parallel.py``), unlike the asynchronous workers.
 
 
     ``threads_per_shard`` intra-op threads per shard thread (default: the process's threads / N);
