@@ -7,7 +7,7 @@ nothing"; training is pixel-level advantage actor-critic (PA3C). The package fol
     data/          files -> network-size slices
                    images (PNG/TIFF), volumes (NIfTI), layouts (MSD, nnU-Net, LGG, paired folders),
                    transforms (intensities, network size, flips), folder (the 2-D folder format),
-                   protocol (volumes -> slices, splits, k-shot), store (``pixeldrl prepare``),
+                   splits (70/10/20, k-shot), protocol (volumes -> slices), store (``pixeldrl prepare``),
                    dataset (``load_dataset``: any layout -> train/val/test), demo (MNI152 slices)
     nets/          networks: pixeldrl_mg (PixelDRL-MG), kernels (CPU workarounds),
                    baselines (MONAI U-Nets, PixelRL's network)
@@ -16,16 +16,17 @@ nothing"; training is pixel-level advantage actor-critic (PA3C). The package fol
                    pa3c (agent, rollout, Eq. 8 returns, losses, the greedy episode ``segment``)
     models.py      every model by name (PA3C agents and U-Nets)
     checkpoint.py  save / load (``weights_only``) / rebuild a model from a checkpoint
-    training/      update (one PA3C update, an epoch), run (run folder, log, schedule,
-                   validation), parallel (asynchronous workers, torchrun), supervised (U-Nets),
-                   train (``train``: the whole run)
     predict.py     checkpoint + images or volumes -> masks
-    metrics.py     the paper's metrics (DICE, PPV, SEN, IoU, Boundary IoU, HD95)
     evaluate.py    masks or a checkpoint against ground truth -> tables
-    report.py      figures: overlays, the mask after each step, training curves
+    training/      update (one PA3C update, an epoch), run (run folder, log, schedule,
+                   validation, the end-of-run test evaluation), parallel (asynchronous workers,
+                   torchrun), supervised (U-Nets), train (``train``: the whole run)
     experiments/   reproduce (the paper's tables), corruptions (robustness), demo
     cli.py         the ``pixeldrl`` command
+    leaves         metrics.py (DICE, PPV, SEN, IoU, Boundary IoU, HD95), report.py (figures),
+                   errors.py (the one error type for bad input), fileio.py (atomic writes)
 
+Each module imports only modules listed above it and the leaves, which import only each other.
 The public API below is what the command runs; ``pixeldrl --help`` lists the commands.
 """
 
