@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     "lr2e-3": dict(lr=2e-3),
     "lr4e-3": dict(lr=4e-3),
     "lr8e-3": dict(lr=8e-3),
+    "batch4": dict(batch_size=4),
     "head0.01": dict(head_init_std=0.01),
     "ent0": dict(entropy_beta=0.0),
     "gamma0.5": dict(gamma=0.5),
