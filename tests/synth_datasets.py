@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import tifffile
+import torch
 from PIL import Image
 
 SHAPE = (16, 16, 6)
@@ -138,3 +139,10 @@ def make_folder(root: Path, n: int = 6, size: int = 24, seed: int = 0) -> Path:
         save_png(root / "images" / f"img{k}.png", img)
         save_png(root / "masks" / f"img{k}.png", mask)
     return root
+
+
+def random_batch(n: int = 2, size: int = 24, seed: int = 0):
+    """Network-ready tensors without files: uniform images (N, 1, S, S) and their > 0.6 masks (N, S, S)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, size, size, generator=g)  # (N, 1, S, S)
+    return images, (images[:, 0] > 0.6).float()  # (N, S, S)

@@ -13,18 +13,11 @@ from pixeldrl.rl import env
 from pixeldrl.config import TrainConfig, make_config
 from pixeldrl.nets.kernels import Conv2d, GroupNorm, upsample
 from pixeldrl.nets.pixeldrl_mg import net_config
-from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
-from pixeldrl.rl.pa3c import segment
+from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout, segment
+from synth_datasets import random_batch
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def make_batch(b=2, size=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(b, 1, size, size, generator=g)  # (B, 1, S, S)
-    gt = (images[:, 0] > 0.6).float()  # (B, S, S)
-    return images, gt
 
 
 def loss_and_grads(agent: Agent, images, gt, seed=3):
@@ -40,7 +33,7 @@ def loss_and_grads(agent: Agent, images, gt, seed=3):
 def reference():
     torch.manual_seed(0)
     agent = Agent(net_config("small"), init_keep_prob=0.9)
-    images, gt = make_batch()
+    images, gt = random_batch()
     ro, losses, grads = loss_and_grads(agent, images, gt)
     return agent, images, gt, ro, losses, grads
 
@@ -146,7 +139,7 @@ def test_bf16_channels_last_on_cpu_survives_the_crashing_weight_gradient():
     convs = [m for m in agent.net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(isinstance(m, Conv2d) and m.cpu_workaround for m in convs)
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
-    images, gt = make_batch(size=64)
+    images, gt = random_batch(size=64)
     for _ in range(2):
         _, losses, grads = loss_and_grads(agent, images, gt)
     assert torch.isfinite(losses.total) and all(torch.isfinite(g).all() for g in grads.values())

@@ -21,17 +21,10 @@ from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, shard_batches
 from pixeldrl.training.run import epoch_batches
 from pixeldrl.training.update import ShardThreads, pa3c_update, train_epoch
-from synth_datasets import make_folder
+from synth_datasets import make_folder, random_batch
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def tiny_tensors(n=8, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, 1, size, size, generator=g)  # (N, 1, S, S)
-    masks = (images[:, 0] > 0.6).float()  # (N, S, S)
-    return images, masks
 
 
 def max_param_diff(a: Agent, b: Agent) -> float:
@@ -43,7 +36,7 @@ def test_batch_shards_on_threads_give_the_whole_batch_gradient(batch_size, n_sha
     """Same actions, same losses, same gradient as one batch (odd splits and more shards than images too).
     (Not the parameters after the step: Adam's first step is ±lr wherever a gradient is nearly zero,
     so float rounding in a near-zero gradient moves a weight by up to 2·lr.)"""
-    images, masks = tiny_tensors(n=batch_size)
+    images, masks = random_batch(n=batch_size, size=16)
     cfg = make_config("small", data="unused", image_size=16, batch_size=batch_size, lr=1e-3, seed=2)
     torch.manual_seed(0)
     whole = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
@@ -77,7 +70,7 @@ def test_shard_threads_leave_the_calling_thread_setting():
 
 
 def test_one_async_worker_equals_the_synchronous_form():
-    images, masks = tiny_tensors()
+    images, masks = random_batch(n=8, size=16)
     cfg = make_config("small", data="unused", image_size=16, batch_size=2, lr=1e-3, seed=3, workers=1)
     torch.manual_seed(0)
     sync_agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
@@ -132,7 +125,7 @@ def _rank_step(rank, world, port, state, images, masks, batch_size, out):
 
 def test_data_parallel_step_equals_one_process_on_the_global_batch():
     world, batch_size = 2, 2
-    images, masks = tiny_tensors(n=world * batch_size)
+    images, masks = random_batch(n=world * batch_size, size=16)
     cfg = make_config("small", data="unused", image_size=16, batch_size=batch_size, lr=1e-3)
     torch.manual_seed(0)
     agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
