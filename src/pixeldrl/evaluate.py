@@ -118,7 +118,7 @@ def evaluate_nifti_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     return result
 
 
-def _empty_result() -> dict:
+def empty_result() -> dict:
     """A split with no images (e.g. no test split in a data set of one image): nothing to measure."""
     return {"n": 0, "mean": {k: float("nan") for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
 
@@ -147,7 +147,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         raise InputError(f"--split {split}: choose one of {sorted(splits)}")
     pairs = splits[split]
     if not pairs:
-        return _empty_result()
+        return empty_result()
     images, gts = [], []
     for pair in pairs:
         im, gt = read_image(pair.image_path), read_mask(pair.mask_path)
@@ -176,7 +176,7 @@ def evaluate_slices(agent, cfg, ds, device: str = "cpu", progress: bool = True, 
     slices that ``prepare`` kept, so there are no per-volume 3-D metrics (``per_volume``).
     """
     if not len(ds):
-        return _empty_result()
+        return empty_result()
     preds = predict_slices(agent, ds.images, ds.original_shapes, cfg.infer_steps, device, batch_size, progress)
     gts = [mask_to_shape(m, shape) for m, shape in zip(ds.masks, ds.original_shapes)]
     in_mm = all(sp is not None for sp in ds.spacings)
@@ -227,7 +227,7 @@ def evaluate_volumes(agent, cfg, data: str | Path, fmt: str, split: str = "test"
     which = assign_splits(index.patients, cfg.split_level, cfg.split_seed)
     chosen = [i for i, s in enumerate(which) if s == split]
     if not chosen:
-        return _empty_result()
+        return empty_result()
     by_case: dict[int, list[int]] = {}
     for i in chosen:
         by_case.setdefault(int(index.case_index[i]), []).append(i)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pixeldrl.checkpoint import agent_from_checkpoint
+from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.layouts import (Case, image_cases, is_volume_input, prediction_names, read_case_image, volume_cases,
                                    write_prediction)
@@ -81,15 +81,22 @@ def mask_to_shape(mask: torch.Tensor | np.ndarray, shape) -> np.ndarray:
     return from_network(m.astype(np.uint8), shape, order=0) > 0
 
 
-def predict_slices(agent: Agent, images: torch.Tensor, shapes, t_max: int, device: str = "cpu",
-                   batch_size: int = 8, progress: bool = True) -> list[np.ndarray]:
-    """Segment network-size inputs (N, C, S, S) that are already normalised (a ``SliceDataset``'s)
-    and map each mask back to its slice's original (H, W) in ``shapes`` -> N bool arrays."""
-    out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
-        seg = segment(agent, images[start:start + batch_size].to(device), t_max)
-        out += [mask_to_shape(m, shapes[start + i]) for i, m in enumerate(seg.mask)]
-    return out
+def segment_slices(agent: Agent, images, t_max: int, device: str = "cpu", batch_size: int = 8,
+                   progress: bool = False) -> np.ndarray:
+    """Greedy masks (N, S, S) bool of network-size inputs (N, C, S, S) that are already normalised
+    (a ``SliceDataset``'s, tensor or array), in batches."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    dev = resolve_device(device)
+    masks = [segment(agent, x[i:i + batch_size].to(dev), t_max).mask.cpu().numpy()
+             for i in tqdm(range(0, len(x), batch_size), desc="predict", unit="batch", disable=not progress)]
+    return np.concatenate(masks) if masks else np.zeros((0, *x.shape[2:]), dtype=bool)
+
+
+def predict_slices(agent: Agent, images, shapes, t_max: int, device: str = "cpu", batch_size: int = 8,
+                   progress: bool = True) -> list[np.ndarray]:
+    """:func:`segment_slices`, each mask mapped back to its slice's original (H, W) in ``shapes``."""
+    masks = segment_slices(agent, images, t_max, device, batch_size, progress)
+    return [mask_to_shape(m, shape) for m, shape in zip(masks, shapes)]
 
 
 def _check_batch_size(batch_size: int) -> None:

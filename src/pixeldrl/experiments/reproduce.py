@@ -57,17 +57,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, make_config
 from pixeldrl.data.dataset import largest_in_plane, load_dataset
 from pixeldrl.errors import InputError
-from pixeldrl.evaluate import write_result
+from pixeldrl.evaluate import empty_result, write_result
 from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt_batch
 from pixeldrl.metrics import METRIC_NAMES, dice, evaluate_pairs
 from pixeldrl.models import parameter_counts
-from pixeldrl.rl.pa3c import segment
+from pixeldrl.predict import segment_slices
 from pixeldrl.report import _save, overlay_rgb, plt
 from pixeldrl.training.train import train
 
@@ -213,15 +212,6 @@ def load_test_split(cfg: TrainConfig, data: str, progress: bool = False):
     return load_dataset(cfg, progress=progress)["test"]
 
 
-def segment_all(agent, images, t_max: int, device: str = "cpu", batch_size: int = 16) -> np.ndarray:
-    """Greedy masks (N, S, S) bool of network inputs (N, C, S, S) (tensor or array)."""
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32)) if not torch.is_tensor(images) else images
-    dev = resolve_device(device)
-    masks = [segment(agent, x[i:i + batch_size].to(dev, torch.float32), t_max).mask.cpu().numpy()
-             for i in range(0, len(x), batch_size)]
-    return np.concatenate(masks) if masks else np.zeros((0, *x.shape[2:]), dtype=bool)
-
-
 def _resolution_tag(test) -> str:
     return f"network {test.size}x{test.size}"
 
@@ -256,10 +246,10 @@ def robustness_results(run: Path, test, corruptions, device: str = "cpu") -> dic
         for c in todo:
             if len(test):
                 x = test.images if c is None else corrupt_batch(test.images, c, seed=0)
-                preds = segment_all(agent, x, cfg.infer_steps, device)
+                preds = segment_slices(agent, x, cfg.infer_steps, device, batch_size=16)
                 result = evaluate_pairs(list(preds), list(gts), test.names)
             else:  # no test split (a tiny data set): nothing to measure
-                result = {"n": 0, "mean": {k: math.nan for k in METRIC_NAMES}, "per_image": [], "hd95_one_empty": 0}
+                result = empty_result()
             result.update(resolution=tag, hd95_unit="network pixels")
             write_result(result, path(c))
     return {CLEAN if c is None else c.name: json.loads(path(c).read_text()) for c in conditions}
@@ -407,7 +397,7 @@ def comparison_figure(rows: list[Row], runs: dict[Row, list[Path]], test, path: 
         axes[r, 0].set_title(name, fontsize=7)
     for c, row in enumerate(rows, start=1):
         agent, cfg = agent_from_checkpoint(runs[row][0] / "checkpoint_best.pt", device)
-        preds = segment_all(agent, images, cfg.infer_steps, device)
+        preds = segment_slices(agent, images, cfg.infer_steps, device, batch_size=16)
         for r, (im, gt, pred) in enumerate(zip(images, gts, preds)):
             axes[r, c].imshow(overlay_rgb(im[0], pred, gt))
             axes[r, c].set_title(f"{row.label} {row.setting if row.k_shot else ''}\nDICE {dice(pred, gt):.3f}",
