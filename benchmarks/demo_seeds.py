@@ -1,10 +1,12 @@
 """The demo (``pixeldrl demo``) for several seeds, and the MONAI U-Net on the same split.
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 [--out /tmp/demo_seeds] [--keep benchmarks/results/demo_seeds]
+        [--set batch_size=4 --set epochs=12] [--no-unet]
 
 Each seed runs ``pixeldrl.experiments.demo.run_demo`` into its own folder, one after the other (timed: the
 demo's wall time includes writing the data, training, validation, the test evaluation and the
-figures). Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
+figures). ``--set KEY=VALUE`` changes one of the demo's training settings (``DEMO_TRAIN``) for a
+variant of the recipe, for the demo and the U-Net alike. Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
 settings (same split, epochs, batch size, learning rate) for each seed. Prints a table of test
 metrics (mean ± std over seeds) and writes it, with every run's summary, to ``--keep``.
 """
@@ -33,7 +35,15 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/demo_seeds")
     p.add_argument("--keep", help="folder for the table and each run's summary")
     p.add_argument("--no-unet", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one of DEMO_TRAIN's settings (a recipe variant)")
     a = p.parse_args()
+    for item in a.set:
+        key, _, value = item.partition("=")
+        if key not in DEMO_TRAIN:
+            p.error(f"--set {item}: {key!r} is not one of {sorted(DEMO_TRAIN)}")
+        # run_demo reads the module's DEMO_TRAIN, so the variant is an in-place update of it
+        DEMO_TRAIN[key] = type(DEMO_TRAIN[key])(value)
     out = Path(a.out)
     rows = {"pixeldrl": [], "unet": []}
     for seed in a.seeds:

@@ -38,7 +38,7 @@ def test_mask_nifti_and_checkpoint_are_readable_by_others(tmp_path, umask):
     img, lab = volume(0)
     like = read_nifti(save_nifti(tmp_path / "in.nii.gz", img))
     write_nifti_mask(tmp_path / "pred" / "in.nii.gz", lab > 0, like)
-    save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.zeros(2)}})
+    save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.zeros(2)}, "config": {}})
     write_result({"n": 0}, tmp_path / "summary.json")
     for name in ("m.png", "m.tif", "i.png", "pred/in.nii.gz", "c.pt", "summary.json"):
         assert mode(tmp_path / name) == want, name

@@ -9,22 +9,26 @@
     pixeldrl info [--model NAME] [--preset paper|small] [--json]
     pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K]
 
-Bad input raises :class:`~pixeldrl.errors.InputError`; ``main`` prints its one line and exits 2.
+Bad input raises :class:`~pixeldrl.errors.InputError`; ``main`` prints its one line and exits 2,
+as it does for an OS error (disk full, permission denied), naming the file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import TrainConfig, make_config, validate
 from pixeldrl.data.protocol import Protocol
-from pixeldrl.data.store import open_store, prepare
+from pixeldrl.data.store import MAX_STORE_SIZE, open_store, prepare
 from pixeldrl.data.volumes import DEFAULT_CT_WINDOW
-from pixeldrl.errors import InputError
+from pixeldrl.errors import InputError, first_line
+from pixeldrl.fileio import os_error_message
 from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders, write_result
 from pixeldrl.experiments.demo import run_demo
 from pixeldrl.experiments.reproduce import Settings, reproduce
@@ -123,14 +127,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise InputError(f"--out {a.out}: exists and is not a folder")
     if a.resume and a.out and (Path(a.out) / "config.json").is_file():
-        # Resume with the run's own settings; only the epoch budget and the device may change.
-
+        # Resume with the run's own settings; only the epoch budget and the device may change. The
+        # run is the folder named here, wherever it was copied or moved: its recorded ``out`` is
+        # only a record.
+        path = Path(a.out) / "config.json"
         try:
-            cfg = TrainConfig.from_dict(json.loads((Path(a.out) / "config.json").read_text()))
-        except (ValueError, TypeError) as e:
-            raise InputError(f"{Path(a.out) / 'config.json'}: unreadable run config ({e})")
+            stored = json.loads(path.read_text())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise InputError(f"{path}: not a readable run config ({first_line(e)})") from None
+        cfg = TrainConfig.from_dict(stored, str(path))
         if Path(a.data).resolve() != Path(cfg.data).resolve():
             raise InputError(f"--data {a.data}: the run in {a.out} was trained on {cfg.data}; resume with that dataset")
+        cfg.out = a.out
         cfg.epochs = a.epochs or cfg.epochs
         cfg.device = a.device
         validate(cfg)
@@ -173,8 +181,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_prepare(a: argparse.Namespace) -> int:
     proto = Protocol(a.format or "auto", a.labels, a.channels, 2 if a.axis is None else a.axis, a.keep_empty,
                      a.modality or "auto", a.ct_window or DEFAULT_CT_WINDOW, a.image_size)
-    if a.image_size < 8:
-        raise InputError(f"--image-size must be >= 8, got {a.image_size}")
+    if not 8 <= a.image_size <= MAX_STORE_SIZE:
+        raise InputError(f"--image-size must be in 8..{MAX_STORE_SIZE}, got {a.image_size}")
+    if a.split_seed is not None and a.split_seed < 0:
+        raise InputError(f"--split-seed must be >= 0, got {a.split_seed}")
     out = prepare(a.raw, a.out, proto, a.split_level or "patient", a.split_seed or 0, progress=True)
     man = open_store(out).manifest
     counts = {s: sum(1 for r in man["slices"] if r["split"] == s) for s in ("train", "val", "test")}
@@ -186,8 +196,9 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     written = predict_files(a.checkpoint, a.inputs, a.out, save_steps=a.save_steps, device=a.device,
-                            batch_size=a.batch_size, overwrite=a.overwrite)
-    print(f"wrote {len(written)} masks to {a.out}")
+                            batch_size=a.batch_size, overwrite=a.overwrite, skip_existing=a.skip_existing)
+    kept = " (finished ones kept)" if a.skip_existing else ""
+    print(f"{len(written)} masks in {a.out}{kept}")
     return 0
 
 
@@ -222,6 +233,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
+    if a.in_channels < 1:
+        raise InputError(f"--in-channels must be >= 1, got {a.in_channels}")
     if a.preset not in PRESETS:
         raise InputError(f"--preset {a.preset}: unknown preset; choose one of {sorted(PRESETS)}")
     if a.model != "pixeldrl":
@@ -260,6 +273,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    if a.seed < 0 or (a.epochs is not None and a.epochs < 1):
+        raise InputError(f"--seed must be >= 0 and --epochs >= 1, got {a.seed} and {a.epochs}")
     run_demo(a.out, epochs=a.epochs, device=a.device, seed=a.seed)
     return 0
 
@@ -289,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="keep the masks already in --out and predict the rest (continue an interrupted run)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="DICE, PPV, SEN, IoU, BIoU, HD95 per image and mean")
@@ -335,17 +352,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, batch schedulers), raised where the program is so that every ``finally`` and
+    atomic writer cleans up exactly as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)
     except InputError as e:
         print(f"pixeldrl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, read-only or forbidden destination, ...: the file and the OS's words
+        print(f"pixeldrl {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"pixeldrl {args.command}: terminated (SIGTERM); unfinished files removed", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"pixeldrl {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

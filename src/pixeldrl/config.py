@@ -7,9 +7,11 @@ tests. Values marked "chosen" are ours where the paper is silent.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, fields
 
-from pixeldrl.errors import InputError
+from pixeldrl.errors import InputError, dataclass_from_dict
 from pixeldrl.nets.pixeldrl_mg import PRESETS, NetConfig, net_config
 
 # Every trainable method: PixelDRL-MG, the PixelRL baseline (both PA3C) and MONAI's U-Net variants
@@ -145,11 +147,16 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        """The config in ``d`` (a run's config.json); keys that are no field, such as the retired
-        ``compile`` of older runs, are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict, source: str = "run config") -> "TrainConfig":
+        """The config in ``d`` (a run's config.json or a checkpoint's), type-checked and validated;
+        InputError naming ``source`` when an entry has the wrong type or value. Keys that are no
+        field, such as the retired ``compile`` of older runs, are ignored."""
+        cfg = dataclass_from_dict(cls, d, source)
+        try:
+            validate(cfg)
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
+        return cfg
 
 
 # Training defaults per preset; CLI options override them.
@@ -186,16 +193,39 @@ def check_image_size(model: str, size: int) -> None:
         raise InputError(f"--image-size {size}: {model} needs {what}")
 
 
+MAX_IMAGE_SIZE = 4096
+"""Largest network input side (a 4096² slice: 16 M pixels; the memory check refines this per batch)."""
+
+DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def is_device_name(name: str) -> bool:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``: the devices this tool runs on."""
+    return isinstance(name, str) and DEVICE_NAME.match(name) is not None
+
+
 def validate(cfg: TrainConfig) -> None:
     """Reject impossible settings with a one-line message naming the option."""
     checks = [
         (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (cfg.image_size >= 8, f"--image-size must be >= 8, got {cfg.image_size}"),
-        (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
+        (8 <= cfg.image_size <= MAX_IMAGE_SIZE, f"--image-size must be in 8..{MAX_IMAGE_SIZE}, got {cfg.image_size}"),
+        (math.isfinite(cfg.lr) and cfg.lr > 0, f"--lr must be a finite number > 0, got {cfg.lr}"),
+        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
+        (cfg.split_seed >= 0, f"--split-seed must be >= 0, got {cfg.split_seed}"),
+        (cfg.in_channels >= 1, f"in_channels must be >= 1, got {cfg.in_channels}"),
+        (cfg.channels is None or (len(cfg.channels) >= 1 and min(cfg.channels) >= 0),
+         f"--channels must list channel indices >= 0, got {cfg.channels}"),
+        (cfg.labels is None or (len(cfg.labels) >= 1 and min(cfg.labels) >= 1),
+         f"--labels must list label values >= 1, got {cfg.labels}"),
+        (math.isfinite(cfg.lr_decay) and cfg.lr_decay > 0, f"lr_decay must be a finite number > 0, got {cfg.lr_decay}"),
+        (cfg.lr_step >= 1, f"lr_step must be >= 1, got {cfg.lr_step}"),
+        (is_device_name(cfg.device), f"--device {cfg.device}: not a device name (use auto, cpu, cuda or cuda:N)"),
         (cfg.t_max >= 1, f"t_max must be >= 1, got {cfg.t_max}"),
         (0 <= cfg.grad_steps <= cfg.t_max, f"--grad-steps must be in 0..t_max ({cfg.t_max}), got {cfg.grad_steps}"),
         (0 <= cfg.infer_steps <= cfg.t_max, f"--infer-steps must be in 0..t_max ({cfg.t_max}), got {cfg.infer_steps}"),
+        (math.isfinite(cfg.grad_clip), f"--grad-clip must be finite (0 = off), got {cfg.grad_clip}"),
+        (math.isfinite(cfg.entropy_beta), f"--entropy-beta must be finite, got {cfg.entropy_beta}"),
         (0 <= cfg.gamma <= 1, f"--gamma must be in [0, 1], got {cfg.gamma}"),
         (cfg.grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {cfg.grad_clip}"),
         (cfg.head_init_std > 0, f"head_init_std must be > 0, got {cfg.head_init_std}"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.checkpoint import agent_from_checkpoint
+from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.data.folder import find_pairs
 from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_mask
@@ -135,6 +135,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     A 2-D folder or raw volumes are read from their files; a prepared store from the store alone
     (:func:`evaluate_store`).
     """
+    device = resolve_device(device)
     agent, cfg = agent_from_checkpoint(checkpoint, device)
     fmt = detect_format(data)
     if fmt == "prepared":
@@ -177,6 +178,7 @@ def evaluate_slices(agent, cfg, ds, device: str = "cpu", progress: bool = True, 
     """
     if not len(ds):
         return empty_result()
+    device = resolve_device(device)
     preds = predict_slices(agent, ds.images, ds.original_shapes, cfg.infer_steps, device, batch_size, progress)
     gts = [mask_to_shape(m, shape) for m, shape in zip(ds.masks, ds.original_shapes)]
     in_mm = all(sp is not None for sp in ds.spacings)

@@ -23,7 +23,6 @@ Conventions (all from docs/METHOD.md unless marked *chosen*):
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Sequence
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from pixeldrl.fileio import write_csv
 
 EPS = 1e-4
 METRIC_NAMES = ("DICE", "PPV", "SEN", "IoU", "BIoU", "HD95")
@@ -317,21 +318,20 @@ def evaluate_pairs(
 
 
 def write_per_image_csv(result: dict[str, Any], path: str | Path) -> Path:
-    """Write ``result["per_image"]`` as CSV: name, the six metrics, HD95_one_empty (0/1)."""
+    """Write ``result["per_image"]`` as CSV (atomically): name, the six metrics, HD95_one_empty (0/1)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["name", *METRIC_NAMES, HD95_FLAG]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row in result["per_image"]:
-            out = {k: row.get(k, "") for k in fields}
-            out[HD95_FLAG] = int(bool(row.get(HD95_FLAG, False)))
-            # repr() keeps every digit, so the CSV round-trips the floats exactly.
-            for k in METRIC_NAMES:
-                if isinstance(out[k], float):
-                    out[k] = repr(out[k])
-            writer.writerow(out)
+    rows = []
+    for row in result["per_image"]:
+        out = {k: row.get(k, "") for k in fields}
+        out[HD95_FLAG] = int(bool(row.get(HD95_FLAG, False)))
+        # repr() keeps every digit, so the CSV round-trips the floats exactly.
+        for k in METRIC_NAMES:
+            if isinstance(out[k], float):
+                out[k] = repr(out[k])
+        rows.append(out)
+    write_csv(path, fields, rows)
     return path
 
 

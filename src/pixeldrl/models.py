@@ -66,3 +66,19 @@ def parameter_counts(name: str, in_channels: int = 1, cfg=None) -> dict[str, int
     """Trainable parameters of the network (the PA3C return kernel ``w`` excluded, as in ``info``)."""
     model = build_model(name, in_channels, cfg=cfg)
     return count_parameters(model.net)
+
+
+# Peak bytes per input pixel of one PA3C update of PixelDRL-MG with stored activations at t_max = 10,
+# measured by benchmarks/memory.py on CPU (benchmarks/results/memory_cpu_{small,paper}.txt: batch 8
+# at 128² for small, batch 4 at 256² for paper); --recompute needs at least 4× less there.
+UPDATE_BYTES_PER_PIXEL = {"small": 10_650, "paper": 40_670}
+RECOMPUTE_SAVING = 4
+
+
+def update_memory(cfg) -> int | None:
+    """Estimated peak bytes of one PixelDRL-MG training update as ``cfg`` asks (batch, size, t_max,
+    channels, recompute, asynchronous workers); None for models without a measured figure."""
+    if cfg.model != "pixeldrl" or cfg.preset not in UPDATE_BYTES_PER_PIXEL:
+        return None
+    per_pixel = UPDATE_BYTES_PER_PIXEL[cfg.preset] * cfg.t_max / 10 / (RECOMPUTE_SAVING if cfg.recompute else 1)
+    return int(per_pixel * cfg.batch_size * cfg.image_size ** 2 * cfg.workers)

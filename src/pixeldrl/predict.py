@@ -104,8 +104,12 @@ def _check_batch_size(batch_size: int) -> None:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
 
 
-def _check_outputs(cases: list[Case], targets: list[Path], overwrite: bool, what: str = "input") -> None:
-    """Refuse two outputs of one name, writing over an input, and over an existing file unless ``overwrite``."""
+def _check_outputs(cases: list[Case], targets: list[Path], overwrite: bool, what: str = "input",
+                   skip_existing: bool = False) -> None:
+    """Refuse two outputs of one name, writing over an input, and over an existing file unless
+    ``overwrite`` or ``skip_existing`` (the caller then leaves the finished ones alone)."""
+    if overwrite and skip_existing:
+        raise InputError("--overwrite and --skip-existing contradict each other; give one")
     names = [t.name for t in targets]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -114,8 +118,9 @@ def _check_outputs(cases: list[Case], targets: list[Path], overwrite: bool, what
     for t in targets:
         if t.resolve() in inputs_resolved:
             raise InputError(f"{t}: output would overwrite the {what}; choose another --out")
-        if t.exists() and not overwrite:
-            raise InputError(f"{t}: already exists; pass --overwrite or choose another --out")
+        if t.exists() and not (overwrite or skip_existing):
+            raise InputError(f"{t}: already exists; pass --overwrite (replace), --skip-existing (keep finished "
+                             f"masks, do the rest) or choose another --out")
 
 
 def _channel_count(cfg: TrainConfig) -> dict:
@@ -125,7 +130,8 @@ def _channel_count(cfg: TrainConfig) -> dict:
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, save_steps: bool = False,
-                  device: str = "cpu", batch_size: int = 8, overwrite: bool = False) -> list[Path]:
+                  device: str = "cpu", batch_size: int = 8, overwrite: bool = False,
+                  skip_existing: bool = False) -> list[Path]:
     """``pixeldrl predict``: write one 8-bit 0/255 mask per input image, named after its case
     (:func:`pixeldrl.data.layouts.prediction_names`: the input's file name; nnU-Net 2-D channel files
     ``CASE_0000.png`` give ``CASE.png``, like their labels).
@@ -133,15 +139,18 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     NIfTI volumes (and LGG patient folders for a checkpoint trained on LGG) go to
     :func:`predict_volumes`. The checkpoint is read once.
 
-    Refuses to write over an input file, and over an existing file unless ``overwrite``.
-    With ``save_steps``, also writes ``steps/NAME.png``: the mask after each step, side by side.
+    Refuses to write over an input file, and over an existing file unless ``overwrite``; with
+    ``skip_existing`` an input whose outputs all exist is left alone (continuing an interrupted run:
+    masks are written batch by batch, each atomically). With ``save_steps``, also writes
+    ``steps/NAME.png``: the mask after each step, side by side. Returns every input's mask path.
     """
     _check_batch_size(batch_size)
+    device = resolve_device(device)
     agent, cfg = agent_from_checkpoint(checkpoint, device)
     if is_volume_input(inputs, cfg.source_format):
         if save_steps:
             raise InputError("--save-steps works on 2-D images only, not on volumes")
-        return _predict_volumes(agent, cfg, inputs, out_dir, device, batch_size, overwrite)
+        return _predict_volumes(agent, cfg, inputs, out_dir, device, batch_size, overwrite, skip_existing=skip_existing)
     cases = image_cases(inputs, cfg.source_format, **_channel_count(cfg))
     out_dir = Path(out_dir)
     for folder in [out_dir] + ([out_dir / "steps"] if save_steps else []):
@@ -150,18 +159,23 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     targets = [out_dir / prediction_names(c)[0] for c in cases]
     step_targets = [out_dir / "steps" / (t.stem + ".png") for t in targets] if save_steps else []
     for group in (targets, step_targets):
-        _check_outputs(cases, group, overwrite, "input image")
+        _check_outputs(cases, group, overwrite, "input image", skip_existing)
     check_single_channel(cfg, checkpoint)
-    images = [_read_2d(c) for c in cases]  # read everything first: a bad file stops before any write
-    results = predict_arrays(agent, images, cfg.image_size, cfg.infer_steps, device, batch_size, return_steps=save_steps,
-                             normalise=image_normaliser(cfg))
+    todo = [i for i, t in enumerate(targets)
+            if not (skip_existing and t.exists() and (not save_steps or step_targets[i].exists()))]
+    images = {i: _read_2d(cases[i]) for i in todo}  # read everything first: a bad file stops before any write
     out_dir.mkdir(parents=True, exist_ok=True)
-    for case, res in zip(cases, results):
-        write_prediction(case, res["mask"][..., None], out_dir)
     if save_steps:
         (out_dir / "steps").mkdir(exist_ok=True)
-        for target, case, im, res in zip(step_targets, cases, images, results):
-            save_steps_strip(target, im, res["steps"], title=case.images[0].name)
+    # Written batch by batch: an interruption keeps what is done (--skip-existing continues from there).
+    for start in tqdm(range(0, len(todo), batch_size), desc="predict", unit="batch"):
+        chunk = todo[start:start + batch_size]
+        results = predict_arrays(agent, [images[i] for i in chunk], cfg.image_size, cfg.infer_steps, device,
+                                 batch_size, return_steps=save_steps, normalise=image_normaliser(cfg), progress=False)
+        for i, res in zip(chunk, results):
+            write_prediction(cases[i], res["mask"][..., None], out_dir)
+            if save_steps:
+                save_steps_strip(step_targets[i], images[i], res["steps"], title=cases[i].images[0].name)
     return targets
 
 
@@ -206,30 +220,38 @@ def predict_volume(agent: Agent, cfg, image: np.ndarray, device: str = "cpu", ba
 
 
 def predict_volumes(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "cpu",
-                    batch_size: int = 8, overwrite: bool = False, progress: bool = True) -> list[Path]:
+                    batch_size: int = 8, overwrite: bool = False, progress: bool = True,
+                    skip_existing: bool = False) -> list[Path]:
     """``pixeldrl predict`` on volumes: one NIfTI mask per input volume, with its affine and header.
 
     NIfTI inputs give ``OUT/NAME.nii[.gz]`` (``uint8`` 0/1, the input's file name; nnU-Net channel
     files ``CASE_0000…``, one or several per case, give ``OUT/CASE.nii.gz``: see
     :func:`pixeldrl.data.layouts.in_nnunet_folder`); LGG patient folders (a checkpoint trained on LGG)
     give one 0/255 TIFF per slice with the slice's file name. Every output is checked for clashes
-    before anything runs and written atomically, so a failure leaves no partial file.
+    before anything runs and written atomically, so a failure leaves no partial file; with
+    ``skip_existing`` the cases whose outputs all exist are left alone.
     """
     _check_batch_size(batch_size)
+    device = resolve_device(device)
     agent, cfg = agent_from_checkpoint(checkpoint, device)
-    return _predict_volumes(agent, cfg, inputs, out_dir, device, batch_size, overwrite, progress)
+    return _predict_volumes(agent, cfg, inputs, out_dir, device, batch_size, overwrite, progress, skip_existing)
 
 
 def _predict_volumes(agent: Agent, cfg: TrainConfig, inputs: list[str | Path], out_dir: str | Path, device: str,
-                     batch_size: int, overwrite: bool, progress: bool = True) -> list[Path]:
+                     batch_size: int, overwrite: bool, progress: bool = True, skip_existing: bool = False) -> list[Path]:
     """:func:`predict_volumes` with the checkpoint already loaded."""
     cases = volume_cases(inputs, cfg.source_format, **_channel_count(cfg))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
-    _check_outputs(cases, [out_dir / n for c in cases for n in prediction_names(c)], overwrite)
+    _check_outputs(cases, [out_dir / n for c in cases for n in prediction_names(c)], overwrite,
+                   skip_existing=skip_existing)
     written = []
     for case in tqdm(cases, desc="predict", unit="volume", disable=not progress):
+        done = [out_dir / n for n in prediction_names(case)]
+        if skip_existing and all(p.exists() for p in done):
+            written += done
+            continue
         image, like = read_case_image(case)
         mask = predict_volume(agent, cfg, image, device, batch_size, where=case.images[0])
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pixeldrl.fileio import atomic_write  # noqa: E402
+from pixeldrl.fileio import atomic_write, printable  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -82,7 +82,7 @@ def save_overlays(path: str | Path, images, preds, gts, names, scores=None, ncol
     for i, (im, p, g, name) in enumerate(zip(images, preds, gts, names)):
         ax = axes.flat[i]
         ax.imshow(overlay_rgb(im, p, g))
-        ax.set_title(name + (f"  DICE {scores[i]:.3f}" if scores is not None else ""), fontsize=8)
+        ax.set_title(printable(name) + (f"  DICE {scores[i]:.3f}" if scores is not None else ""), fontsize=8)
     fig.suptitle("prediction (red) vs ground truth (green)", fontsize=10)
     return _save(fig, path)
 
@@ -102,7 +102,7 @@ def save_steps_grid(path: str | Path, images, steps_list, titles, gts=None) -> P
         lo, hi = np.percentile(im, (0.5, 99.5))
         g = np.clip((im - lo) / (hi - lo + 1e-8), 0, 1)
         axes[r, 0].imshow(g, cmap="gray", vmin=0, vmax=1)
-        axes[r, 0].set_title(title, fontsize=7)
+        axes[r, 0].set_title(printable(title), fontsize=7)
         for t in range(n_steps):
             axes[r, t + 1].imshow(g * steps[t], cmap="gray", vmin=0, vmax=1)
             if r == 0:

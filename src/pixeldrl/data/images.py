@@ -12,6 +12,10 @@ dimension, non-finite pixel values, a colour image, or an array that is not 2-D.
   file in the destination folder which is then moved over the destination with :func:`os.replace`,
   so an interrupted or failed write never leaves a half-written file behind.
 
+Size limit: an image whose header declares more than :data:`MAX_IMAGE_PIXELS` values (pixels ×
+channels × pages) is refused from the header alone, before anything is decoded or allocated: a
+small compressed file can declare gigabytes.
+
 An RGB or RGBA file (or a palette / grey+alpha PNG) is accepted as grayscale when its colour
 channels are all equal (alpha is ignored); otherwise it is rejected, because picking a channel
 silently would hide a data-preparation mistake.
@@ -29,8 +33,14 @@ from pixeldrl.fileio import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Most values (pixels × channels × pages) a 2-D image may declare: 8192², 256 MiB as float32."""
+
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "check_declared_size",
+    "read_tiff",
     "is_image_file",
     "read_image",
     "read_mask",
@@ -58,11 +68,20 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: file is empty (0 bytes)")
 
 
+def check_declared_size(path: Path, shape: tuple[int, ...], limit: int = MAX_IMAGE_PIXELS, what: str = "image") -> None:
+    """InputError when a header's declared ``shape`` holds more than ``limit`` values."""
+    n = int(np.prod([int(v) for v in shape], dtype=np.float64))
+    if n > limit:
+        raise InputError(f"{path}: the {what} declares {' x '.join(str(int(v)) for v in shape)} = {n:,} values, "
+                         f"more than the limit of {limit:,}; crop or downsample it first")
+
+
 def _read_png(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only
+            check_declared_size(path, (im.height, im.width, len(im.getbands())))
             im.load()  # forces decoding now: a truncated file fails here
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -80,11 +99,17 @@ def _read_png(path: Path) -> np.ndarray:
     return arr
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def read_tiff(path: Path) -> np.ndarray:
+    """A TIFF's stored array (any shape), size-checked from its header first."""
     import tifffile
 
     try:
-        return np.asarray(tifffile.imread(path))
+        with tifffile.TiffFile(path) as tif:  # parses the headers (IFDs), decodes nothing yet
+            for series in tif.series:
+                check_declared_size(path, series.shape)
+            return np.asarray(tif.asarray())
+    except InputError:
+        raise
     except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, ...)
         raise InputError(f"{path}: cannot read TIFF image ({_short(exc)})") from None
 
@@ -124,7 +149,7 @@ def _to_2d(arr: np.ndarray, path: Path) -> np.ndarray:
 def _load(path: str | os.PathLike) -> tuple[np.ndarray, Path]:
     p = Path(path)
     _check_file(p)
-    arr = _read_png(p) if p.suffix.lower() == ".png" else _read_tiff(p)
+    arr = _read_png(p) if p.suffix.lower() == ".png" else read_tiff(p)
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{p}: unsupported pixel type {arr.dtype}")
     if arr.size == 0:

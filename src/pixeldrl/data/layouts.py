@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, write_mask
+from pixeldrl.data.images import IMAGE_EXTENSIONS, read_image, read_tiff, write_mask
 from pixeldrl.data.volumes import (Volume, check_same_geometry, is_nifti, labels_to_int, nifti_stem, read_label_nifti,
                                    read_nifti, write_nifti_mask)
 from pixeldrl.errors import InputError
@@ -95,6 +95,31 @@ def _load_json(path: Path) -> dict:
     if not isinstance(d, dict):
         raise InputError(f"{path}: expected a JSON object")
     return d
+
+
+def _inside(root: Path, entry, where: str) -> Path:
+    """``root / entry`` for a file named in ``dataset.json``; InputError for a name that is not a
+    string or that leads outside the dataset folder (an absolute path or ``..``). The check is on
+    the name as written, so files that are symlinks into a shared store still work."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise InputError(f"{root / 'dataset.json'}: {where} should be a relative file name, found {entry!r:.60}")
+    path = Path(os.path.normpath(root / entry))
+    if Path(entry).is_absolute() or not path.is_relative_to(Path(os.path.normpath(root))):
+        raise InputError(f"{root / 'dataset.json'}: {where} {entry!r} lies outside the dataset folder {root}")
+    return path
+
+
+def _channel_count(root: Path, d: dict, key_order=("channel_names", "modality")) -> int:
+    """Number of channels dataset.json declares (``channel_names`` / ``modality``: a dict or list)."""
+    for key in key_order:
+        names = d.get(key)
+        if names is None or names == {} or names == []:
+            continue
+        if not isinstance(names, (dict, list)):
+            raise InputError(f"{root / 'dataset.json'}: {key!r} should be a non-empty object of channel names, "
+                             f"found {names!r:.60}")
+        return len(names)
+    return 1
 
 
 def _lgg_root(root: Path) -> Path:
@@ -180,13 +205,14 @@ def _list_msd(root: Path) -> list[Case]:
     cases = []
     for entry in training:
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
-            raise InputError(f"{root / 'dataset.json'}: a 'training' entry lacks 'image' or 'label': {entry!r}")
-        img, lab = root / entry["image"], root / entry["label"]
+            raise InputError(f"{root / 'dataset.json'}: a 'training' entry lacks 'image' or 'label': {entry!r:.80}")
+        img = _inside(root, entry["image"], "the training entry's image")
+        lab = _inside(root, entry["label"], "the training entry's label")
         name = nifti_stem(img)
         images = [img]
         if not img.is_file():
             # nnU-Net v1 ("Task") folders list ./imagesTr/CASE.nii.gz but store CASE_0000.nii.gz, ...
-            n_ch = len(d.get("modality") or {"0": "?"})
+            n_ch = _channel_count(root, d, ("modality",))
             ending = img.name[len(name):]
             v1 = [nnunet_channel_file(img.parent, name, c, ending) for c in range(n_ch)]
             if v1[0].is_file():
@@ -200,9 +226,11 @@ def _list_msd(root: Path) -> list[Case]:
 
 def _list_nnunet(root: Path) -> list[Case]:
     d = _load_json(root / "dataset.json")
-    ending = str(d.get("file_ending", ".nii.gz"))
-    channels = d.get("channel_names") or d.get("modality") or {"0": "?"}
-    n_ch = len(channels)
+    ending = d.get("file_ending", ".nii.gz")
+    if not isinstance(ending, str) or not ending.startswith(".") or "/" in ending or "\\" in ending:
+        raise InputError(f"{root / 'dataset.json'}: 'file_ending' should be a file extension such as "
+                         f"'.nii.gz', found {ending!r:.60}")
+    n_ch = _channel_count(root, d)
     lab_dir = root / "labelsTr"
     if not lab_dir.is_dir():
         raise InputError(f"{root}: no labelsTr/ folder")
@@ -210,6 +238,8 @@ def _list_nnunet(root: Path) -> list[Case]:
     if not labels:
         raise InputError(f"{lab_dir}: no *{ending} label files")
     n_listed = d.get("numTraining")
+    if n_listed is not None and (not isinstance(n_listed, int) or isinstance(n_listed, bool)):
+        raise InputError(f"{root / 'dataset.json'}: 'numTraining' should be an integer, found {n_listed!r:.60}")
     if isinstance(n_listed, int) and n_listed != len(labels):
         raise InputError(f"{root / 'dataset.json'}: numTraining is {n_listed} but {lab_dir} holds {len(labels)} cases")
     kind = "png" if ending.lower() == ".png" else "nifti"
@@ -291,14 +321,9 @@ def list_cases(root: str | os.PathLike, fmt: str) -> list[Case]:
 
 def read_lgg_slice(path: Path, mask: bool = False) -> np.ndarray:
     """One Kaggle LGG slice: image (H, W, C) or mask (H, W), the stored values."""
-    import tifffile
-
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    try:
-        a = np.asarray(tifffile.imread(path))
-    except Exception as e:
-        raise InputError(f"{path}: cannot read TIFF image ({' '.join(str(e).split())[:160]})") from None
+    a = read_tiff(path)
     if a.dtype.kind not in "biuf":
         raise InputError(f"{path}: unsupported pixel type {a.dtype}")
     if a.dtype.kind == "f" and not np.all(np.isfinite(a)):

@@ -24,7 +24,10 @@ slice's recorded in-plane ``shape`` and reports HD95 in mm from the case's ``spa
 (:func:`pixeldrl.evaluate.evaluate_slices`).
 
 The store is written into a hidden temporary folder beside ``--out`` and renamed into place at the
-end, so a failed or interrupted ``prepare`` leaves nothing behind. A store whose
+end, so a failed or interrupted ``prepare`` (Ctrl-C, or SIGTERM, which the command turns into the
+same clean exit) leaves nothing behind. After a SIGKILL, which no process can catch, the
+temporary folder stays; the next ``prepare`` of the same ``--out`` removes it
+(``fileio.clear_abandoned``), and it is never opened as a store. A store whose
 ``pixeldrl_store`` number differs from :data:`STORE_FORMAT` is refused (re-run ``prepare``).
 """
 
@@ -38,13 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.errors import InputError
-from pixeldrl.fileio import atomic_dir
+from pixeldrl.errors import InputError, check_types
+from pixeldrl.fileio import atomic_dir, is_unfinished
 from pixeldrl.data.layouts import MANIFEST
 from pixeldrl.data.protocol import Protocol, cut_volumes
 from pixeldrl.data.splits import assign_splits
 
 STORE_FORMAT = 1
+MAX_STORE_SIZE = 2048
+"""Largest ``--image-size`` of a store (a 2048² float32 slice is 16 MiB)."""
 
 __all__ = ["STORE_FORMAT", "Store", "prepare", "open_store"]
 
@@ -120,9 +125,36 @@ def _raw_to_npy(raw: Path, dest: Path, dtype, shape: tuple[int, ...], chunk: int
     raw.unlink()
 
 
+_MANIFEST_TYPES = {"format": str, "settings": dict, "split_level": str, "split_seed": int, "n_slices": int,
+                   "in_channels": int, "image_size": int, "cases": list, "slices": list}
+_SETTINGS_TYPES = {"labels": (list, type(None)), "channels": (list, type(None)), "axis": int, "keep_empty": bool,
+                   "modality": str, "ct_window": list}
+_SLICE_TYPES = {"name": str, "case": int, "patient": str, "index": int, "shape": list, "split": str}
+
+
+def _check_manifest(man: dict, path: Path) -> None:
+    """InputError naming the entry when a (hand-edited) manifest lacks one or has the wrong type."""
+    check_types(man, _MANIFEST_TYPES, str(path))
+    check_types(man["settings"], _SETTINGS_TYPES, f"{path} (settings)")
+    for i, c in enumerate(man["cases"]):
+        check_types(c, {"name": str}, f"{path} (cases[{i}])")
+        spacing = c.get("spacing")
+        if spacing is not None and (not isinstance(spacing, list)
+                                    or not all(isinstance(v, (int, float)) for v in spacing)):
+            raise InputError(f"{path} (cases[{i}]): entry 'spacing' should be a list of numbers, found {spacing!r:.60}")
+    for i, sl in enumerate(man["slices"]):
+        check_types(sl, _SLICE_TYPES, f"{path} (slices[{i}])")
+        if not 0 <= sl["case"] < len(man["cases"]):
+            raise InputError(f"{path} (slices[{i}]): case {sl['case']} is not one of the {len(man['cases'])} cases")
+        if len(sl["shape"]) != 2 or not all(isinstance(v, int) and v > 0 for v in sl["shape"]):
+            raise InputError(f"{path} (slices[{i}]): entry 'shape' should be two positive integers, found {sl['shape']!r:.60}")
+
+
 def open_store(root: str | os.PathLike) -> Store:
     """Open a prepared store (arrays memory-mapped); InputError when it is not one we can read."""
     root = Path(root)
+    if is_unfinished(root):
+        raise InputError(f"{root}: the temporary folder of an unfinished or interrupted prepare, not a store")
     mpath = root / MANIFEST
     try:
         manifest = json.loads(mpath.read_text())
@@ -134,6 +166,7 @@ def open_store(root: str | os.PathLike) -> Store:
         raise InputError(f"{root}: prepared store format {manifest['pixeldrl_store']!r} written by pixeldrl "
                          f"{manifest.get('pixeldrl_version', '?')}; this version reads format {STORE_FORMAT}. "
                          f"Run pixeldrl prepare again")
+    _check_manifest(manifest, mpath)
     arrays = {}
     for name in ("images", "masks"):
         p = root / f"{name}.npy"

@@ -34,12 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pixeldrl.data.images import check_declared_size
 from pixeldrl.errors import InputError
 from pixeldrl.fileio import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MODALITIES = ("mri", "ct")
 DEFAULT_CT_WINDOW = (-160.0, 240.0)
+MAX_VOXELS = 2**28
+"""Most values (voxels × channels) a NIfTI header may declare: 268 M, 1 GiB as float32 (a 512³ CT is 134 M)."""
 CLIP_PERCENTILES = (0.5, 99.5)
 
 __all__ = [
@@ -110,8 +113,11 @@ def read_nifti(path: str | os.PathLike, ndim: tuple[int, ...] = (3, 4)) -> Volum
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty (0 bytes)")
     try:
-        img = nib.load(str(p))
+        img = nib.load(str(p))  # the header; the data is read below
+        check_declared_size(p, img.shape, MAX_VOXELS, "volume")
         data = np.asarray(img.dataobj)  # decodes now: a truncated or corrupt file fails here
+    except InputError:
+        raise
     except Exception as exc:  # nibabel/gzip/zlib raise many types
         raise InputError(f"{p}: cannot read NIfTI file ({_short(exc)})") from None
     while data.ndim > 3 and data.shape[-1] == 1:

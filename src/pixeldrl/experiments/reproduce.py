@@ -48,7 +48,6 @@ settings differ from the requested ones is refused rather than silently reused.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -64,6 +63,7 @@ from pixeldrl.data.dataset import largest_in_plane, load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.evaluate import empty_result, write_result
 from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt_batch
+from pixeldrl.fileio import atomic_write, write_csv
 from pixeldrl.metrics import METRIC_NAMES, dice, evaluate_pairs
 from pixeldrl.models import parameter_counts
 from pixeldrl.predict import segment_slices
@@ -294,12 +294,8 @@ CSV_FIELDS = (["method", "model", "setting", "n_seeds", "parameters"]
               + [f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "std")] + ["runs"])
 
 
-def write_csv(records: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for r in records:
-            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+def write_results_csv(records: list[dict], path: Path) -> None:
+    write_csv(path, CSV_FIELDS, [{k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in records])
 
 
 def _best(records: list[dict], col: str) -> float:
@@ -456,7 +452,7 @@ def reproduce(experiment: str, s: Settings) -> Path:
                 robustness_results(run, test, s.corruptions, s.device)
         conditions = [CLEAN] + [c.name for c in s.corruptions]
     records = summarize(rows, runs, params, conditions)
-    write_csv(records, exp_dir / "results.csv")
+    write_results_csv(records, exp_dir / "results.csv")
     title = {"table2": "Table 2: PixelDRL-MG against the baselines",
              "table3": "Table 3: ablation of PixelDRL-MG's network",
              "table4": f"Table 4: {' and '.join(f'{k}-shot' for k in s.shots)} training",
@@ -495,5 +491,6 @@ def reproduce(experiment: str, s: Settings) -> Path:
                  " (no `comparison.png`: the test split is empty)") + ".", "",
               f"Run folders: `{out / 'runs'}`. Wall time of this call: {time.perf_counter() - t0:.0f} s "
               "(finished runs are skipped)."]
-    (exp_dir / "results.md").write_text("\n".join(lines) + "\n")
+    with atomic_write(exp_dir / "results.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return exp_dir

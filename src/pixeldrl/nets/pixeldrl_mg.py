@@ -20,12 +20,13 @@ dilation rate becomes 1 (same parameter count, smaller receptive field).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixeldrl.errors import InputError, dataclass_from_dict
 from pixeldrl.nets.kernels import Conv2d, GroupNorm, upsample
 
 N_ACTIONS = 2
@@ -60,13 +61,19 @@ class NetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
+    def from_dict(cls, d: dict, source: str = "network config") -> "NetConfig":
+        """The architecture in ``d`` (a checkpoint's ``net_config``), type-checked; InputError naming
+        ``source`` when an entry is missing or of the wrong type."""
+        missing = [f.name for f in fields(cls) if not isinstance(d, dict) or f.name not in d]
+        if missing:
+            raise InputError(f"{source}: missing entry {missing[0]!r}")
+        dataclass_from_dict(cls, d, source)  # the types
         d = dict(d)
         for k in ("widths", "head_widths"):
             d[k] = tuple(d[k])
         for k in ("trunk_dilations", "head_dilations"):
             d[k] = tuple(tuple(x) for x in d[k])
-        return cls(**d)
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
 
 
 PRESETS: dict[str, NetConfig] = {

@@ -12,6 +12,11 @@ Run folder (everything needed to restore or inspect a run)::
     summary.json           test-split metrics, the JSON of ``pixeldrl evaluate --json``
     test_per_image.csv     the same, one row per image
 
+A run folder is the unit of safety (:func:`open_run`): one process writes into it at a time (a
+lock, ``fileio.folder_lock``); ``--resume`` continues the folder it is given, wherever it was copied
+or moved (``config.json`` stores the data and run paths absolute, so a run resumes from any working
+directory); a folder that is neither empty nor a run of ours, or one inside the dataset, is refused.
+
 Validation runs the greedy episode (``rl.pa3c.segment``) on the validation split at network size
 after each of the ``t_max`` steps; the best step (or ``infer_steps``) gives the score that picks
 ``checkpoint_best.pt``.
@@ -22,7 +27,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +42,10 @@ from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.layouts import detect_format
 from pixeldrl.evaluate import evaluate_checkpoint, evaluate_slices, write_result
-from pixeldrl.fileio import atomic_write
+from pixeldrl.errors import InputError, check_types, first_line
+from pixeldrl.fileio import LOCK_NAME, atomic_write, folder_lock, write_csv
 from pixeldrl.metrics import dice
+from pixeldrl.models import update_memory
 from pixeldrl.report import plot_training_curve
 from pixeldrl.rl.pa3c import Agent, segment
 
@@ -48,6 +59,70 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     if cfg.model != "pixeldrl":
         variant = f"{cfg.model}-{cfg.preset}"
     return Path("runs") / Path(cfg.data).resolve().name / variant / f"seed{cfg.seed}"
+
+
+def run_folder(cfg: TrainConfig) -> Path:
+    """The run folder of ``cfg`` as an absolute path (``--out``, else :func:`default_run_dir`)."""
+    return Path(os.path.abspath(cfg.out or default_run_dir(cfg)))
+
+
+@contextmanager
+def open_run(cfg: TrainConfig, resume: bool, main_rank: bool = True) -> Iterator[Path]:
+    """Check and hold the run folder for the block; yields its absolute path.
+
+    Refused with an InputError: ``--out`` that is a file, lies inside the dataset, or is a non-empty
+    folder that is not a run (no ``config.json``); ``--resume`` without ``checkpoint_latest.pt``; a
+    new run into a folder that already holds one; a folder another process is writing (the lock).
+    A folder this call created is removed again when training fails before writing anything.
+    Other torchrun ranks only get the path: rank 0 holds the folder and writes.
+    """
+    run_dir = run_folder(cfg)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir}: exists and is not a folder")
+    data = Path(cfg.data).resolve()
+    if run_dir.resolve().is_relative_to(data):
+        raise InputError(f"--out {run_dir}: lies inside the dataset folder {data}; choose a folder outside it")
+    if not main_rank:
+        yield run_dir
+        return
+    if run_dir.is_dir() and not (run_dir / "config.json").is_file():
+        other = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+        if other:
+            raise InputError(f"--out {run_dir}: not empty and not a pixeldrl run folder (holds {other[0]!r}"
+                             f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); "
+                             f"choose a new or empty folder")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(run_dir):
+            latest = run_dir / "checkpoint_latest.pt"
+            if resume and not latest.exists():
+                raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
+            if not resume and latest.exists():
+                raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+            yield run_dir
+    except BaseException:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing of the run was written: leave no trace
+        raise
+
+
+def check_memory(cfg: TrainConfig, device: torch.device) -> None:
+    """InputError, before anything is read or allocated, when one update as configured
+    (``models.update_memory``) needs more memory than the device has in all."""
+    need = update_memory(cfg)
+    if need is None:
+        return
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        hint = "" if cfg.recompute else ", or pass --recompute"
+        raise InputError(f"--batch-size {cfg.batch_size} at --image-size {cfg.image_size}: one update of the "
+                         f"{cfg.preset} network needs about {need / 2**30:.0f} GiB, more than the "
+                         f"{have / 2**30:.0f} GiB of this {device.type.upper()}; lower --batch-size or "
+                         f"--image-size{hint}")
 
 
 def batch_dice(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
@@ -111,10 +186,7 @@ def read_log(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def write_log(path: Path, rows: list[dict]) -> None:
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(path, LOG_FIELDS, rows)
 
 
 def write_json(path: Path, obj) -> None:
@@ -122,15 +194,28 @@ def write_json(path: Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2))
 
 
-def restore_run(path: Path, device: torch.device, model: torch.nn.Module, opt: torch.optim.Optimizer,
+def restore_run(path: Path, cfg: TrainConfig, device: torch.device, model: torch.nn.Module, opt: torch.optim.Optimizer,
                 sched: torch.optim.lr_scheduler.LRScheduler, shuffle_gen: torch.Generator) -> dict:
     """``--resume``: load ``checkpoint_latest.pt`` into the model, optimiser, schedule and shuffle RNG
-    (what every loop restores); returns the checkpoint for the loop's own entries."""
+    (what every loop restores); returns the checkpoint for the loop's own entries.
+
+    InputError, naming the file, when it lacks an entry, holds another model's weights (a
+    checkpoint copied in from another run), or has done more epochs than ``--epochs`` asks for.
+    """
     ckpt = load_checkpoint(path, map_location=device)
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    shuffle_gen.set_state(ckpt["shuffle_rng"])
+    check_types(ckpt, {"optimizer": dict, "scheduler": dict, "shuffle_rng": torch.Tensor, "epoch": int,
+                       "best_val_dice": (int, float)}, str(path))
+    try:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        shuffle_gen.set_state(ckpt["shuffle_rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: does not fit this run's model and optimiser (a checkpoint of another "
+                         f"model?): {first_line(e)}") from None
+    if ckpt["epoch"] > cfg.epochs:
+        raise InputError(f"--epochs {cfg.epochs}: the run in {path.parent} has already done {ckpt['epoch']} "
+                         f"epochs; give --epochs {ckpt['epoch']} or more to continue it")
     return ckpt
 
 

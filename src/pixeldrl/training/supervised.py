@@ -18,6 +18,7 @@ softmax, Dice and cross-entropy weighted 1 : 1.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -32,8 +33,8 @@ from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.transforms import random_flip
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
-from pixeldrl.training.run import (batch_dice, default_run_dir, epoch_batches, finish_run, make_scheduler, read_log,
-                                   record_epoch, restore_run, validate_dice, write_json)
+from pixeldrl.training.run import (batch_dice, epoch_batches, finish_run, make_scheduler, open_run, read_log,
+                                   record_epoch, restore_run, run_folder, validate_dice, write_json)
 
 
 def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
@@ -65,18 +66,20 @@ def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: Slice
 def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                      evaluate_test: bool = True) -> Path:
     """Train the U-Net baseline ``cfg.model``; returns the run folder (see the module docstring)."""
-    from monai.losses import DiceCELoss
-
     validate(cfg)
     if cfg.model not in SUPERVISED_MODELS:
         raise InputError(f"--model {cfg.model}: not a supervised baseline; choose one of {', '.join(SUPERVISED_MODELS)}")
     device = resolve_device(cfg.device)
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    latest = run_dir / "checkpoint_latest.pt"
-    if resume and not latest.exists():
-        raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
-    if not resume and latest.exists():
-        raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    cfg = dataclasses.replace(cfg, data=os.path.abspath(cfg.data), out=str(run_folder(cfg)))  # as train.py
+    with open_run(cfg, resume) as run_dir:
+        return _train_in(cfg, run_dir, device, resume, progress, evaluate_test)
+
+
+def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: bool, progress: bool,
+              evaluate_test: bool) -> Path:
+    """``train_supervised`` inside the held run folder."""
+    from monai.losses import DiceCELoss
+
     splits = load_dataset(cfg, progress=progress)  # any layout (data/dataset.py), as train.py
     cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds, val_ds = splits["train"], splits["val"]
@@ -90,9 +93,8 @@ def train_supervised(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best = 1, -1.0
     if resume:
-        ckpt = restore_run(latest, device, model, opt, sched, shuffle_gen)
+        ckpt = restore_run(run_dir / "checkpoint_latest.pt", cfg, device, model, opt, sched, shuffle_gen)
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_val_dice"]
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
     write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log = read_log(run_dir / "log.csv", start_epoch - 1)

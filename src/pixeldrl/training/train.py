@@ -12,6 +12,7 @@ baselines go to ``supervised.py`` with the same run folder.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from pathlib import Path
@@ -23,11 +24,11 @@ from tqdm.auto import tqdm
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
 from pixeldrl.data.dataset import load_dataset
-from pixeldrl.errors import InputError
+from pixeldrl.errors import InputError, check_types
 from pixeldrl.models import build_agent
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
-from pixeldrl.training.run import (default_run_dir, epoch_batches, finish_run, make_scheduler, read_log,
-                                   record_epoch, restore_run, validate_dice, write_json)
+from pixeldrl.training.run import (check_memory, epoch_batches, finish_run, make_scheduler, open_run, read_log, record_epoch,
+                                   restore_run, run_folder, validate_dice, write_json)
 from pixeldrl.training.supervised import train_supervised
 from pixeldrl.training.update import ShardThreads, summarize, train_epoch
 
@@ -49,14 +50,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     if cfg.workers > 1 and (device.type != "cpu" or world > 1):
         raise InputError("--workers: the asynchronous workers run on CPU in one process group; "
                          "use torchrun for several GPUs")
+    check_memory(cfg, device)
     rank, world = init_distributed(device)
-    main_rank = rank == 0
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    latest = run_dir / "checkpoint_latest.pt"
-    if resume and not latest.exists():
-        raise InputError(f"{latest}: nothing to resume (no checkpoint_latest.pt in the run folder)")
-    if not resume and latest.exists() and main_rank:
-        raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    # config.json records absolute paths: the run resumes and evaluates from any working directory.
+    cfg = dataclasses.replace(cfg, data=os.path.abspath(cfg.data), out=str(run_folder(cfg)))
+    with open_run(cfg, resume, main_rank=rank == 0) as run_dir:
+        return _train_in(cfg, run_dir, device, rank, world, resume, progress, evaluate_test)
+
+
+def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, world: int, resume: bool,
+              progress: bool, evaluate_test: bool) -> Path:
+    """``train`` inside the held run folder: data, model, optimiser, restore, the loop."""
     splits = load_dataset(cfg, progress=progress)  # any layout
     cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds = splits["train"]
@@ -70,7 +74,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
     start_epoch, best, steps = 1, -1.0, cfg.infer_steps or cfg.t_max
     if resume:
-        ckpt = restore_run(latest, device, agent, opt, sched, shuffle_gen)
+        latest = run_dir / "checkpoint_latest.pt"
+        ckpt = restore_run(latest, cfg, device, agent, opt, sched, shuffle_gen)
+        check_types(ckpt, {"sample_rng": torch.Tensor}, str(latest))
         sample_gen.set_state(ckpt["sample_rng"].cpu())
         start_epoch, best, steps = ckpt["epoch"] + 1, ckpt["best_val_dice"], ckpt.get("infer_steps", steps)
     workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks) if cfg.workers > 1 else None
@@ -92,7 +98,6 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
     progress = progress and main_rank
     train_ds, val_ds = splits["train"], splits["val"]
     if main_rank:
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", cfg.to_dict())
         write_json(run_dir / "splits.json", {k: ds.names for k, ds in splits.items()})
     log = read_log(run_dir / "log.csv", start_epoch - 1)
