@@ -388,7 +388,7 @@ def test_sigkill_leftover_is_never_a_store_and_the_next_prepare_removes_it(raw40
     assert open_store(out).manifest["n_slices"] > 0
 
 
-def test_training_killed_at_a_random_point_resumes(run, tmp_path):
+def test_training_killed_at_a_random_point_resumes_to_the_same_weights(run, tmp_path):
     folder = tmp_path / "killed"
     args = ["train", "--data", run["data"], "--preset", "small", "--epochs", "3", "--image-size", "16",
             "--batch-size", "2", "--out", folder]
@@ -407,6 +407,12 @@ def test_training_killed_at_a_random_point_resumes(run, tmp_path):
     done = cli(*args, *(["--resume"] if resume else []))
     assert done.returncode == 0, done.stderr
     assert [r["epoch"] for r in read_log(folder)] == ["1", "2", "3"]
+    straight = tmp_path / "straight"
+    uninterrupted = cli(*args[:-1], straight)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    a = load_checkpoint(folder / "checkpoint_final.pt")["model"]
+    b = load_checkpoint(straight / "checkpoint_final.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # --------------------------------------------------------------------------- 7. options validated
