@@ -29,6 +29,8 @@ from pixeldrl.data.store import MAX_STORE_SIZE, open_store, prepare
 from pixeldrl.data.volumes import DEFAULT_CT_WINDOW
 from pixeldrl.errors import InputError, first_line
 from pixeldrl.fileio import os_error_message
+from pixeldrl.progress import set_quiet
+from pixeldrl import __version__
 from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders, write_result
 from pixeldrl.experiments.demo import run_demo
 from pixeldrl.experiments.reproduce import Settings, reproduce
@@ -64,7 +66,8 @@ def _add_protocol_args(p: argparse.ArgumentParser, prepared_ok: bool = True) -> 
                    help="label values forming the target, e.g. 1,2,3 (default: every nonzero label)")
     p.add_argument("--channels", type=_int_list, help="input channels to keep, e.g. 0,2 (default: all)")
     p.add_argument("--axis", type=int, choices=[0, 1, 2], help="voxel axis to slice volumes along (default 2)")
-    p.add_argument("--keep-empty", action="store_true", help="keep slices without foreground (the paper removes them)")
+    p.add_argument("--keep-empty", action="store_true", default=None,
+                   help="keep slices without foreground (the paper removes them)")
     p.add_argument("--modality", choices=["auto", "mri", "ct"],
                    help="volume intensities: MRI clip + z-score onto [0,1], CT window (default: dataset.json or mri)")
     p.add_argument("--ct-window", type=_window, help="CT window LOW,HIGH in HU (default -160,240)")
@@ -74,27 +77,30 @@ def _add_protocol_args(p: argparse.ArgumentParser, prepared_ok: bool = True) -> 
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True,
+    d = p.add_argument_group("data")
+    d.add_argument("--data", required=True,
                    help="dataset folder in any layout (see README, Datasets) or a prepared store")
-    _add_protocol_args(p)
-    p.add_argument("--k-shot", type=int, help="train on K training slices drawn at random (Table 4; default all)")
-    p.add_argument("--model", default="pixeldrl",
-                   help="pixeldrl (PixelDRL-MG), pixelrl, unet, attention-unet, unet++ or swin-unetr")
-    p.add_argument("--preset", default="paper", help="paper (7.14 M parameters, the paper's schedule) or small")
-    p.add_argument("--epochs", type=int, help="training epochs (preset default)")
-    p.add_argument("--batch-size", type=int, help="images per update (preset default)")
-    p.add_argument("--image-size", type=int, help="side of the square the network sees (preset default)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (preset default)")
-    p.add_argument("--lr-schedule", choices=["step", "cosine"],
-                   help="step: ×0.9 every 25 epochs (paper preset); cosine: down to 0 over the run (small preset)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and actions")
-    p.add_argument("--val-every", type=int, help="validate every N epochs (default 1)")
-    p.add_argument("--no-sam", action="store_true", help="ablation: no self-attention module")
-    p.add_argument("--no-dilation", action="store_true", help="ablation: no dilated convolutions")
-    p.add_argument("--norm", choices=["group", "batch", "none"],
+    _add_protocol_args(d)
+    d.add_argument("--k-shot", type=int, help="train on K training slices drawn at random (Table 4; default all)")
+    d.add_argument("--augment", action="store_true", default=None,
+                   help="random flips of training slices (not in the paper)")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="pixeldrl (PixelDRL-MG, default), pixelrl, unet, attention-unet, unet++ or swin-unetr")
+    m.add_argument("--preset", help="paper (7.14 M parameters, the paper's schedule; default) or small")
+    m.add_argument("--image-size", type=int, help="side of the square the network sees (preset default)")
+    m.add_argument("--no-sam", dest="use_sam", action="store_false", default=None,
+                   help="ablation: no self-attention module")
+    m.add_argument("--no-dilation", dest="use_dilation", action="store_false", default=None,
+                   help="ablation: no dilated convolutions")
+    m.add_argument("--norm", choices=["group", "batch", "none"],
                    help="normalisation after every 3×3 conv of the PixelDRL-MG network (preset default)")
-    p.add_argument("--augment", action="store_true", help="random flips of training slices (not in the paper)")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, help="training epochs (preset default)")
+    o.add_argument("--batch-size", type=int, help="images per update (preset default)")
+    o.add_argument("--lr", type=float, help="Adam learning rate (preset default)")
+    o.add_argument("--lr-schedule", choices=["step", "cosine"],
+                   help="step: ×0.9 every 25 epochs (paper preset); cosine: down to 0 over the run")
+    o.add_argument("--seed", type=int, help="seed of weights, shuffling and actions (default 0)")
     r = p.add_argument_group("PA3C recipe (defaults: README, \"Training recipe\")")
     r.add_argument("--returns", choices=["one_step", "multi_step"],
                    help="Eq. 8: one-step r + γ·w∗V(s(t+1)) (default) or PixelRL's multi-step r + γ·w∗R(t+1)")
@@ -102,7 +108,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="Eq. 8's neighbour kernel w: fixed identity (default) or normalised and learned")
     r.add_argument("--policy-gradient", choices=["sampled", "all_actions"],
                    help="policy loss on the sampled action (A3C) or on both actions' known outcomes")
-    r.add_argument("--alive-only", action="store_true",
+    r.add_argument("--alive-only", action="store_true", default=None,
                    help="average the policy/entropy terms over still-unzeroed pixels only")
     r.add_argument("--init-keep-prob", type=float, help="start the policy at this π(keep) (default: network init)")
     r.add_argument("--gamma", type=float, help="discount γ (default 0.95, the paper's)")
@@ -112,13 +118,50 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="back-propagate through K random steps of each episode, the rest without a graph (0 = all)")
     r.add_argument("--infer-steps", type=int,
                    help="greedy steps at inference: 0 = the step validation scores best (default), k = always k")
-    p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
-    p.add_argument("--recompute", action="store_true", help="activation checkpointing: large batches fit")
-    p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the faster NHWC layout")
-    p.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1)")
-    p.add_argument("--shards", type=int, help="split each batch over this many threads, same gradient (CPU; default 1)")
-    p.add_argument("--out", default="", help="run folder (default runs/DATASET/PRESET/seedK)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    f = p.add_argument_group("speed (none of these changes what is learned)")
+    f.add_argument("--device", help="auto (default: CUDA when available, else CPU), cpu, cuda or cuda:N")
+    f.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
+    f.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing: large batches fit")
+    f.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
+                   help="NCHW instead of the faster NHWC layout")
+    f.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1)")
+    f.add_argument("--shards", type=int, help="split each batch over this many threads, same gradient (CPU; default 1)")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default="", help="run folder (default runs/DATASET/PRESET/seedK)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--config", help="start from a run's config.json (its settings; options given here override them)")
+    g.add_argument("--val-every", type=int, help="validate every N epochs (default 1)")
+
+
+# Options of ``train`` that are TrainConfig fields under the same name (None: not given).
+_TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", "lr_schedule", "norm", "device", "seed",
+                 "val_every", "use_sam", "use_dilation", "augment", "amp", "recompute", "channels_last", "workers",
+                 "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
+                 "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "init_keep_prob", "gamma",
+                 "entropy_beta", "grad_clip", "infer_steps", "grad_steps")
+
+
+def _read_run_config(path: Path) -> TrainConfig:
+    try:
+        stored = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path}: not a readable run config ({first_line(e)})") from None
+    return TrainConfig.from_dict(stored, str(path))
+
+
+def train_config(a: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig ``train``'s options describe: the preset's values (or ``--config``'s), then
+    every option given on the command line."""
+    given = {k: getattr(a, k) for k in _TRAIN_FIELDS if getattr(a, k, None) is not None}
+    if a.config:
+        base = _read_run_config(Path(a.config)).to_dict()
+        if "preset" in given and given["preset"] != base["preset"]:
+            raise InputError(f"--preset {given['preset']}: --config {a.config} is a {base['preset']} run; "
+                             f"give the options that should differ instead")
+        cfg = TrainConfig.from_dict({**base, **given, "data": a.data, "out": a.out}, "the options")
+        validate(cfg)
+        return cfg
+    return make_config(given.pop("preset", "paper"), data=a.data, out=a.out, **{"device": "auto", **given})
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -131,16 +174,12 @@ def cmd_train(a: argparse.Namespace) -> int:
         # run is the folder named here, wherever it was copied or moved: its recorded ``out`` is
         # only a record.
         path = Path(a.out) / "config.json"
-        try:
-            stored = json.loads(path.read_text())
-        except (UnicodeDecodeError, ValueError) as e:
-            raise InputError(f"{path}: not a readable run config ({first_line(e)})") from None
-        cfg = TrainConfig.from_dict(stored, str(path))
+        cfg = _read_run_config(path)
         if Path(a.data).resolve() != Path(cfg.data).resolve():
             raise InputError(f"--data {a.data}: the run in {a.out} was trained on {cfg.data}; resume with that dataset")
         cfg.out = a.out
         cfg.epochs = a.epochs or cfg.epochs
-        cfg.device = a.device
+        cfg.device = a.device or cfg.device
         validate(cfg)
         run_dir = train(cfg, resume=True)
         print(f"run folder: {run_dir}")
@@ -152,21 +191,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         man = open_store(a.data).manifest
         a.split_level = a.split_level or man.get("split_level")
         a.split_seed = man.get("split_seed") if a.split_seed is None else a.split_seed
-    cfg = make_config(a.preset, model=a.model, data=a.data, epochs=a.epochs, batch_size=a.batch_size, image_size=a.image_size,
-                      lr=a.lr, lr_schedule=a.lr_schedule, norm=a.norm, device=a.device, seed=a.seed, val_every=a.val_every, out=a.out,
-                      use_sam=False if a.no_sam else None, use_dilation=False if a.no_dilation else None,
-                      augment=True if a.augment else None, amp=a.amp,
-                      recompute=True if a.recompute else None,
-                      channels_last=False if a.no_channels_last else None, workers=a.workers, shards=a.shards,
-                      format=a.format, labels=a.labels,
-                      channels=a.channels, axis=a.axis, keep_empty=True if a.keep_empty else None,
-                      modality=a.modality, ct_window=a.ct_window, split_level=a.split_level,
-                      split_seed=a.split_seed, k_shot=a.k_shot, returns=a.returns, kernel=a.kernel,
-                      policy_gradient=a.policy_gradient, alive_only=True if a.alive_only else None,
-                      init_keep_prob=a.init_keep_prob, gamma=a.gamma, entropy_beta=a.entropy_beta,
-                      grad_clip=a.grad_clip, infer_steps=a.infer_steps,
-                      grad_steps=a.grad_steps)
-    resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
+    cfg = train_config(a)
+    device = resolve_device(cfg.device)  # an unusable --device fails here with its name, not mid-training
+    print(f"device: {device}" + (" (--device auto)" if cfg.device == "auto" else ""), flush=True)
     run_dir = train(cfg, resume=a.resume)
 
     if dist_env()[0] != 0:
@@ -179,7 +206,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
-    proto = Protocol(a.format or "auto", a.labels, a.channels, 2 if a.axis is None else a.axis, a.keep_empty,
+    proto = Protocol(a.format or "auto", a.labels, a.channels, 2 if a.axis is None else a.axis, bool(a.keep_empty),
                      a.modality or "auto", a.ct_window or DEFAULT_CT_WINDOW, a.image_size)
     if not 8 <= a.image_size <= MAX_STORE_SIZE:
         raise InputError(f"--image-size must be in 8..{MAX_STORE_SIZE}, got {a.image_size}")
@@ -196,7 +223,8 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     written = predict_files(a.checkpoint, a.inputs, a.out, save_steps=a.save_steps, device=a.device,
-                            batch_size=a.batch_size, overwrite=a.overwrite, skip_existing=a.skip_existing)
+                            batch_size=a.batch_size, overwrite=a.overwrite, skip_existing=a.skip_existing,
+                            save_prob=a.save_prob)
     kept = " (finished ones kept)" if a.skip_existing else ""
     print(f"{len(written)} masks in {a.out}{kept}")
     return 0
@@ -279,9 +307,31 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES = {
+    "train": "pixeldrl train --data slices/ --preset small --image-size 128 --epochs 20 --out runs/mine",
+    "prepare": "pixeldrl prepare Task02_Heart --out prepared/heart --image-size 320",
+    "predict": "pixeldrl predict --checkpoint runs/mine/checkpoint_best.pt new_slices/ --out predictions/",
+    "evaluate": "pixeldrl evaluate --pred predictions/ --gt masks/ --csv scores.csv",
+    "info": "pixeldrl info --preset paper",
+    "reproduce": "pixeldrl reproduce --data prepared/heart --experiment table2 --seeds 3",
+    "demo": "pixeldrl demo --out runs/demo",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixeldrl", description="PixelDRL-MG: pixel-level deep RL segmentation")
+    parser.add_argument("--version", action="version", version=f"pixeldrl {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true",
+                        help="no progress bars (they are also off when stderr is not a terminal)")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[common], epilog=f"example:\n  {EXAMPLES[name]}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    sub.add_parser = add
 
     p = sub.add_parser("train", help="train PixelDRL-MG (PA3C) or a baseline (--model)")
     _add_train_args(p)
@@ -296,13 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("predict", help="segment 2-D images or NIfTI volumes with a trained checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint of pixeldrl train (e.g. RUN/checkpoint_best.pt)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files or folders (png, tif, tiff), NIfTI volumes (.nii, .nii.gz) or folders of them")
     p.add_argument("--out", required=True, help="folder for the masks (same file names as the inputs)")
-    p.add_argument("--save-steps", action="store_true", help="also write steps/NAME.png: the mask after each step")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--save-steps", action="store_true",
+                   help="also write the mask after each step (steps/: a figure per 2-D image, a 4-D NIfTI per "
+                        "volume) and removal/NAME: the step each pixel was set to zero (0 = kept)")
+    p.add_argument("--save-prob", action="store_true",
+                   help="also write prob/NAME: the policy's keep-probability π(keep) at the step that decided "
+                        "each pixel (float32 TIFF for 2-D, NIfTI for volumes)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=8, help="slices segmented together (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
     p.add_argument("--skip-existing", action="store_true",
                    help="keep the masks already in --out and predict the rest (continue an interrupted run)")
@@ -314,18 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="evaluate this checkpoint on --data instead")
     p.add_argument("--data", help="dataset folder for --checkpoint")
     p.add_argument("--split", default="test", help="train, val or test (default test)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--csv", help="also write the per-image table to this CSV (and the JSON beside it)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="parameter counts, total and per component")
     p.add_argument("--model", default="pixeldrl", help="pixeldrl, pixelrl, unet, attention-unet, unet++, swin-unetr")
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--preset", default="paper")
-    p.add_argument("--no-sam", action="store_true")
-    p.add_argument("--no-dilation", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--in-channels", type=int, default=1, help="input channels (default 1)")
+    p.add_argument("--preset", default="paper", help="paper (default) or small")
+    p.add_argument("--no-sam", action="store_true", help="without the self-attention module")
+    p.add_argument("--no-dilation", action="store_true", help="without dilated convolutions")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("reproduce", help="the paper's experiments: Tables 2, 3, 4 and robustness")
@@ -340,14 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "up to a multiple of 32, at least 64, at most the preset's size; printed)")
     p.add_argument("--batch-size", type=int, help="images per update of every model (preset default)")
     p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("demo", help="train and evaluate on slices of the MNI152 template (white matter)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--epochs", type=int, help="override the demo's epoch budget")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and actions (default 0)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -364,6 +419,7 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)

@@ -46,6 +46,8 @@ __all__ = [
     "read_mask",
     "write_mask",
     "write_image_uint16",
+    "write_float_tiff",
+    "write_mask_values",
 ]
 
 
@@ -207,6 +209,24 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     if m.dtype.kind == "f" and not np.all(np.isfinite(m)):
         raise ValueError("mask contains non-finite values")
     _atomic_write(path, np.where(m > 0, 255, 0).astype(np.uint8))
+
+
+def write_mask_values(path: str | os.PathLike, values: np.ndarray) -> None:
+    """Write small non-negative integers (a step map, 0 … 255) as an 8-bit PNG or TIFF, atomically."""
+    a = _check_2d(values, "map")
+    if a.min() < 0 or a.max() > 255:
+        raise ValueError("values must lie in 0 … 255")
+    _atomic_write(path, a.astype(np.uint8))
+
+
+def write_float_tiff(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """Write a 2-D array as a 32-bit float TIFF (a probability map), atomically."""
+    import tifffile
+
+    a = _check_2d(arr, "map").astype(np.float32)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, suffix=".tif") as tmp:
+        tifffile.imwrite(tmp, a)
 
 
 def write_image_uint16(path: str | os.PathLike, img: np.ndarray) -> None:

@@ -33,7 +33,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.splits import SPLITS, assign_splits, k_shot_indices
@@ -41,6 +40,7 @@ from pixeldrl.data.transforms import to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.layouts import VOLUME_FORMATS, Case, dataset_modality, detect_format, list_cases, read_case
 from pixeldrl.data.volumes import DEFAULT_CT_WINDOW, MODALITIES, normalize_channels
+from pixeldrl.progress import bar
 
 __all__ = ["Protocol", "SliceSet", "select_channels", "binary_target", "cut_slice", "network_slice",
            "cut_volumes", "in_plane_spacings", "datasets_from_sliceset",
@@ -152,7 +152,7 @@ def cut_volumes(root: str | os.PathLike, proto: Protocol, progress: bool = False
     images, masks, names, patients, case_idx, slice_idx, shapes, info = [], [], [], [], [], [], [], []
     present: set[int] = set()
     n_channels = None
-    for ci, case in enumerate(tqdm(cases, desc="read", unit="case", disable=not progress)):
+    for ci, case in enumerate(bar(cases, desc="read", unit="case", enabled=progress)):
         data = read_case(case)
         image = select_channels(data.image, proto.channels, case.images[0])
         if n_channels is None:

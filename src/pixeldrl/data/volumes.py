@@ -56,6 +56,7 @@ __all__ = [
     "read_label_nifti",
     "check_same_geometry",
     "write_nifti_mask",
+    "write_nifti_like",
     "normalize_volume",
 ]
 
@@ -167,15 +168,22 @@ def check_same_geometry(image: Volume, label: Volume, atol: float = 1e-3) -> Non
 
 def write_nifti_mask(path: str | os.PathLike, mask: np.ndarray, like: Volume) -> Path:
     """Write ``mask > 0`` as a ``uint8`` NIfTI with ``like``'s affine and header, atomically."""
+    return write_nifti_like(path, (np.asarray(mask) > 0).astype(np.uint8), like)
+
+
+def write_nifti_like(path: str | os.PathLike, data: np.ndarray, like: Volume) -> Path:
+    """Write ``data`` (``like``'s spatial shape, optionally a 4th axis) with ``like``'s affine and
+    header, in ``data``'s own dtype (``uint8`` masks and step maps, ``float32`` probabilities), atomically."""
     import nibabel as nib
 
     dest = Path(path)
-    m = np.asarray(mask)
-    if m.shape != like.data.shape[:3]:
-        raise ValueError(f"mask shape {m.shape} differs from the volume's {like.data.shape[:3]}")
+    a = np.asarray(data)
+    if a.shape[:3] != like.data.shape[:3] or a.ndim not in (3, 4):
+        raise ValueError(f"array shape {a.shape} does not fit the volume's {like.data.shape[:3]}")
     header = like.header.copy()
-    header.set_data_dtype(np.uint8)
-    img = nib.Nifti1Image((m > 0).astype(np.uint8), like.affine, header)
+    header.set_data_dtype(a.dtype)
+    header.set_data_shape(a.shape)
+    img = nib.Nifti1Image(a, like.affine, header)
     img.header.set_slope_inter(1, 0)
     dest.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if dest.name.lower().endswith(".gz") else ".nii"  # nibabel picks compression by name

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pixeldrl.nets.baselines import Segmenter
 from pixeldrl.checkpoint import resolve_device
@@ -33,6 +32,7 @@ from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.transforms import random_flip
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
+from pixeldrl.progress import bar
 from pixeldrl.training.run import (batch_dice, epoch_batches, finish_run, make_scheduler, open_run, read_log,
                                    record_epoch, restore_run, run_folder, validate_dice, write_json)
 
@@ -43,8 +43,8 @@ def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: Slice
     model.train()
     total, dices = 0.0, []
     batches = epoch_batches(len(ds), cfg.batch_size, shuffle_gen)
-    bar = tqdm(batches, desc="train", unit="batch", leave=False, disable=not progress)
-    for idx in bar:
+    pbar = bar(batches, desc="train", unit="batch", leave=False, enabled=progress)
+    for idx in pbar:
         images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
         if cfg.augment:
             images, masks = random_flip(images, masks, shuffle_gen)
@@ -59,7 +59,7 @@ def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: Slice
         loss_value = float(loss.detach())
         total += loss_value
         dices += batch_dice(logits.detach().argmax(1) > 0, masks)
-        bar.set_postfix(loss=f"{loss_value:.3f}", dice=f"{np.mean(dices):.3f}")
+        pbar.set_postfix(loss=f"{loss_value:.3f}", dice=f"{np.mean(dices):.3f}")
     return {"loss": total / len(batches), "train_dice": float(np.mean(dices))}
 
 
@@ -104,8 +104,8 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: boo
                 "config": cfg.to_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs, "epoch": epoch,
                 "best_val_dice": best, "shuffle_rng": shuffle_gen.get_state()}
 
-    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"epochs ({cfg.model})", unit="epoch",
-                  disable=not progress, initial=start_epoch - 1, total=cfg.epochs)
+    epochs = bar(range(start_epoch, cfg.epochs + 1), desc=f"epochs ({cfg.model})", unit="epoch",
+                  enabled=progress, initial=start_epoch - 1, total=cfg.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]

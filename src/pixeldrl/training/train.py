@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError, check_types
 from pixeldrl.models import build_agent
+from pixeldrl.progress import bar
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
 from pixeldrl.training.run import (check_memory, epoch_batches, finish_run, make_scheduler, open_run, read_log, record_epoch,
                                    restore_run, run_folder, validate_dice, write_json)
@@ -108,7 +108,7 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
                 "best_val_dice": best, "infer_steps": steps, "shuffle_rng": shuffle_gen.get_state(),
                 "sample_rng": sample_gen.get_state()}
 
-    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
+    epochs = bar(range(start_epoch, cfg.epochs + 1), desc="epochs", unit="epoch", enabled=progress,
                   initial=start_epoch - 1, total=cfg.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()

@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.transforms import random_flip
+from pixeldrl.progress import bar
 from pixeldrl.rl.pa3c import Agent, draw_grad_steps, draw_uniforms, episode_losses, episode_stats
 from pixeldrl.training.run import batch_dice, epoch_batches
 
@@ -116,13 +116,13 @@ def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg:
     agent.train()
     batches = epoch_batches(len(ds), cfg.batch_size, shuffle_gen) if batches is None else batches
     stats, dices = [], []
-    bar = tqdm(batches, desc="train", unit="batch", leave=False, disable=not progress)
-    for idx in bar:
+    pbar = bar(batches, desc="train", unit="batch", leave=False, enabled=progress)
+    for idx in pbar:
         images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
         if cfg.augment:
             images, masks = random_flip(images, masks, shuffle_gen)
         s, d = pa3c_update(agent, opt, images.to(device), masks.to(device), cfg, sample_gen, grad_hook, shards)
         stats.append(s)
         dices += d
-        bar.set_postfix(loss=f"{s[0]:.3f}", dice=f"{np.mean(dices):.3f}")
+        pbar.set_postfix(loss=f"{s[0]:.3f}", dice=f"{np.mean(dices):.3f}")
     return summarize(stats, dices)

@@ -1,0 +1,7 @@
+"""``python -m pixeldrl``: the ``pixeldrl`` command."""
+
+import sys
+
+from pixeldrl.cli import main
+
+sys.exit(main())
