@@ -609,3 +609,59 @@ def test_resume_uses_the_runs_own_config(tmp_path, capsys):
     assert cfg["preset"] == "small" and cfg["image_size"] == 16 and cfg["epochs"] == 2
     assert "compile" not in cfg
     assert [int(r["epoch"]) for r in read_log(run_dir)] == [1, 2]
+
+
+def test_predict_save_prob_and_removal_agree_with_the_mask(trained, tmp_path, capsys):
+    import tifffile
+
+    out = tmp_path / "pred"
+    rc, _, err = run_cli(capsys, "predict", "--checkpoint", trained["ckpt"], trained["data"] / "images", "--out", out,
+                         "--save-prob", "--save-steps")
+    assert rc == 0, err
+    for i in range(N_IMAGES):
+        mask = np.array(Image.open(out / f"img{i}.png")) > 0
+        prob = tifffile.imread(out / "prob" / f"img{i}.tif")
+        removal = np.array(Image.open(out / "removal" / f"img{i}.png"))
+        assert prob.dtype == np.float32 and prob.shape == mask.shape == (SIZE, SIZE)
+        assert ((prob > 0.5) == mask).all() and ((removal == 0) == mask).all()
+        assert removal.max() <= torch.load(trained["ckpt"], weights_only=True)["infer_steps"]
+
+
+def test_every_option_has_help_and_each_command_an_example():
+    import argparse
+
+    from pixeldrl.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert "example:" in (p.epilog or ""), name
+        missing = [a.option_strings or a.dest for a in p._actions if not a.help]
+        assert not missing, (name, missing)
+    groups = [g.title for g in sub.choices["train"]._action_groups]
+    assert {"data", "model", "optimisation", "speed (none of these changes what is learned)", "run"} <= set(groups)
+
+
+def test_version_and_quiet(capsys):
+    from pixeldrl import __version__
+    from pixeldrl.progress import bar, set_quiet
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"pixeldrl {__version__}"
+    try:
+        set_quiet(True)
+        assert bar(range(3)).disable
+    finally:
+        set_quiet(False)
+    assert bar(range(3), enabled=False).disable
+
+
+def test_train_config_reruns_a_runs_settings_and_says_the_device(trained, tmp_path, capsys):
+    rc, out, err = run_cli(capsys, "train", "--data", trained["data"], "--config", trained["run"] / "config.json",
+                           "--seed", "3", "--out", tmp_path / "again")
+    assert rc == 0, err
+    assert "device: cpu (--device auto)" in out
+    old = json.loads((trained["run"] / "config.json").read_text())
+    new = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert {k for k in old if old[k] != new[k]} == {"seed", "out"} and new["seed"] == 3

@@ -288,3 +288,30 @@ def test_channel_selection_carries_to_predict(tmp_path, capsys):
                      root / "imagesTr" / "la_000.nii.gz", "--out", tmp_path / "pred")
     assert rc == 0, err
     assert nib.load(str(tmp_path / "pred" / "la_000.nii.gz")).shape == SHAPE
+
+
+def test_predict_volumes_save_prob_and_steps(tmp_path, capsys):
+    from pixeldrl.predict import masks_from_removal
+
+    root = make_msd(tmp_path / "raw", n=4)
+    rc, _, err = run(capsys, "train", "--data", root, *FAST, "--out", tmp_path / "run")
+    assert rc == 0, err
+    out = tmp_path / "pred"
+    rc, _, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", root / "imagesTr",
+                     "--out", out, "--save-prob", "--save-steps")
+    assert rc == 0, err
+    for k in range(4):
+        name = f"la_{k:03d}.nii.gz"
+        source = nib.load(root / "imagesTr" / name)
+        files = {d: nib.load(out / d / name) for d in ("", "prob", "steps", "removal")}
+        for img in files.values():
+            assert np.allclose(img.affine, source.affine) and img.shape[:3] == source.shape[:3]
+        mask, prob = np.asarray(files[""].dataobj) > 0, np.asarray(files["prob"].dataobj)
+        steps, removal = np.asarray(files["steps"].dataobj) > 0, np.asarray(files["removal"].dataobj)
+        assert prob.dtype == np.float32 and ((prob > 0.5) == mask).all()
+        assert steps.ndim == 4 and (steps[..., -1] == mask).all()
+        # the removal map reproduces every step's mask
+        assert (masks_from_removal(removal, steps.shape[-1])[1:] == np.moveaxis(steps, -1, 0)).all()
+    rc, _, err = run(capsys, "predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", root / "imagesTr",
+                     "--out", out, "--save-prob")
+    assert rc == 2 and "already exists" in err  # the new outputs are protected like the masks

@@ -22,9 +22,12 @@ nothing"; training is pixel-level advantage actor-critic (PA3C). The package fol
                    validation, the end-of-run test evaluation), parallel (asynchronous workers,
                    torchrun), supervised (U-Nets), train (``train``: the whole run)
     experiments/   reproduce (the paper's tables), corruptions (robustness), demo
-    cli.py         the ``pixeldrl`` command
+    api.py         the Python API: ``load`` a checkpoint as a ``Model`` (segment arrays and volumes),
+                   ``train`` in one call
+    cli.py         the ``pixeldrl`` command (``python -m pixeldrl`` too)
     leaves         metrics.py (DICE, PPV, SEN, IoU, Boundary IoU, HD95), report.py (figures),
-                   errors.py (the one error type for bad input), fileio.py (atomic writes)
+                   errors.py (the error type for bad input, checks of files read back),
+                   fileio.py (atomic writes, folder locks), progress.py (progress bars)
 
 Each module imports only modules listed above it and the leaves, which import only each other.
 The public API below is what the command runs; ``pixeldrl --help`` lists the commands.
@@ -32,6 +35,7 @@ The public API below is what the command runs; ``pixeldrl --help`` lists the com
 
 __version__ = "0.1.0"
 
+from pixeldrl.api import Model, Segmented, TrainedRun, load, train
 from pixeldrl.checkpoint import agent_from_checkpoint
 from pixeldrl.config import TrainConfig, make_config
 from pixeldrl.data.dataset import load_dataset
@@ -39,14 +43,17 @@ from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders
 from pixeldrl.metrics import compute_metrics
 from pixeldrl.predict import predict_files, predict_volumes
 from pixeldrl.rl.pa3c import segment
-from pixeldrl.training.train import train
 
 __all__ = [
     "__version__",
     "TrainConfig",
     "make_config",
     "load_dataset",
+    "load",
+    "Model",
+    "Segmented",
     "train",
+    "TrainedRun",
     "agent_from_checkpoint",
     "segment",
     "predict_files",
