@@ -138,7 +138,7 @@ def test_nnunet_2d_png_end_to_end(tmp_path, capsys, torch_loads):
     rc, out, err = run(capsys, "predict", "--checkpoint", ckpt, root / "imagesTr", "--out", tmp_path / "all",
                        "--save-steps")
     assert rc == 0, err
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [f"c{k}.png" for k in range(5)] + ["steps"]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [f"c{k}.png" for k in range(5)] + ["removal", "steps"]
     assert sorted(p.name for p in (tmp_path / "all" / "steps").iterdir()) == [f"c{k}.png" for k in range(5)]
     (tmp_path / "all" / "steps").rename(tmp_path / "steps")
     rc, out, err = run(capsys, "evaluate", "--pred", tmp_path / "all", "--gt", root / "labelsTr", "--json")
