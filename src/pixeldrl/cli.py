@@ -8,6 +8,7 @@
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
     pixeldrl info [--model NAME] [--preset paper|small] [--json]
     pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K]
+    pixeldrl view PRED_DIR [--images DIR] [--gt DIR] [--out view.html]
 
 Bad input raises :class:`~pixeldrl.errors.InputError`; ``main`` prints its one line and exits 2,
 as it does for an OS error (disk full, permission denied), naming the file.
@@ -40,6 +41,7 @@ from pixeldrl.nets.pixeldrl_mg import PRESETS, PixelDRLNet, count_parameters, ne
 from pixeldrl.predict import predict_files
 from pixeldrl.training.parallel import dist_env
 from pixeldrl.training.train import train
+from pixeldrl.viewer import view_folder
 
 
 
@@ -300,6 +302,12 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(a: argparse.Namespace) -> int:
+    path = view_folder(a.pred, a.out, images=a.images, gt=a.gt)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): open it in any browser")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     if a.seed < 0 or (a.epochs is not None and a.epochs < 1):
         raise InputError(f"--seed must be >= 0 and --epochs >= 1, got {a.seed} and {a.epochs}")
@@ -315,6 +323,7 @@ EXAMPLES = {
     "info": "pixeldrl info --preset paper",
     "reproduce": "pixeldrl reproduce --data prepared/heart --experiment table2 --seeds 3",
     "demo": "pixeldrl demo --out runs/demo",
+    "view": "pixeldrl view predictions/ --images new_slices/ --gt masks/ --out view.html",
 }
 
 
@@ -397,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("view", help="one self-contained HTML page to scrub through a result, slice by slice and step by step")
+    p.add_argument("pred", metavar="PRED_DIR", help="a folder written by pixeldrl predict --save-steps [--save-prob]")
+    p.add_argument("--images", help="the input images or volumes (matched by file name) to show under the masks")
+    p.add_argument("--gt", help="ground-truth masks (matched by file name): outline and per-slice DICE")
+    p.add_argument("--out", default="view.html", help="the page to write (default view.html)")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="train and evaluate on slices of the MNI152 template (white matter)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")

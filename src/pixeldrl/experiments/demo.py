@@ -6,7 +6,8 @@
 2. Train the ``small`` preset with PA3C — the paper's losses alone, no supervised term.
 3. Evaluate the best checkpoint on the test slices, print the metric table, and write figures:
    ``overlays.png`` (test predictions), ``steps.png`` (the mask after each of the t_max steps),
-   ``training_curve.png``.
+   ``training_curve.png``, and ``view.html``: every test slice to scrub through step by step
+   (``pixeldrl view``), with the keep-probability and the ground truth.
 
 Run folder: ``OUT/data`` (the dataset) and ``OUT/run`` (the training run). Running the demo again
 resumes an interrupted run, or only redraws the figures of a finished one.
@@ -19,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pixeldrl.checkpoint import agent_from_checkpoint
+from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
 from pixeldrl.config import make_config
 from pixeldrl.data.demo import make_demo_dataset
 from pixeldrl.data.folder import find_pairs
 from pixeldrl.data.images import read_image, read_mask
 from pixeldrl.metrics import dice, format_table
-from pixeldrl.predict import predict_arrays
+from pixeldrl.predict import predict_arrays, removal_steps
 from pixeldrl.report import save_overlays, save_steps_grid
 from pixeldrl.training.train import train
+from pixeldrl.viewer import ViewSlice, write_view
 
 
 # Why these values: benchmarks/learning.py (variants × 3 seeds on these slices) found batch 8 with a
@@ -37,7 +39,7 @@ from pixeldrl.training.train import train
 DEMO_TRAIN = dict(image_size=128, epochs=20, batch_size=8, lr=4e-3, lr_step=1000, lr_decay=1.0, val_every=1)
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "cpu",
+def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "auto",
              progress: bool = True, seed: int = 0) -> dict:
     out = Path(out)
     data_dir, run_dir = out / "data", out / "run"
@@ -53,7 +55,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     result = json.loads((run_dir / "summary.json").read_text())
     print(format_table(result))
 
-    # Figures on the test slices.
+    # Figures and the viewer page on the test slices.
+    device = resolve_device(device)
     agent, run_cfg = agent_from_checkpoint(run_dir / "checkpoint_best.pt", device)
     pairs = find_pairs(data_dir)["test"]
     images = [read_image(p.image_path) for p in pairs]
@@ -67,5 +70,9 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     few = pick[:: max(1, len(pick) // 3)][:3]
     save_steps_grid(run_dir / "steps.png", [images[i] for i in few], [preds[i]["steps"] for i in few],
                     [pairs[i].name for i in few], [gts[i] for i in few])
-    print(f"figures: {run_dir / 'overlays.png'}, {run_dir / 'steps.png'}, {run_dir / 'training_curve.png'}")
+    write_view(run_dir / "view.html", [ViewSlice(pr.name, im, removal_steps(res["steps"]), res["keep_prob"], gt)
+                                       for pr, im, res, gt in zip(pairs, images, preds, gts)],
+               run_cfg.infer_steps, title="pixeldrl demo: the test slices, step by step")
+    print(f"figures: {run_dir / 'overlays.png'}, {run_dir / 'steps.png'}, {run_dir / 'training_curve.png'}; "
+          f"open {run_dir / 'view.html'} in a browser to scrub through the steps")
     return result
