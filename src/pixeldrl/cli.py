@@ -8,6 +8,7 @@
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
     pixeldrl info [--model NAME] [--preset paper|small] [--json]
     pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K]
+    pixeldrl export --checkpoint CKPT --format torchscript|onnx OUT
     pixeldrl view PRED_DIR [--images DIR] [--gt DIR] [--out view.html]
 
 Bad input raises :class:`~pixeldrl.errors.InputError`; ``main`` prints its one line and exits 2,
@@ -35,6 +36,7 @@ from pixeldrl import __version__
 from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders, write_result
 from pixeldrl.experiments.demo import run_demo
 from pixeldrl.experiments.reproduce import Settings, reproduce
+from pixeldrl.export import export_checkpoint
 from pixeldrl.metrics import format_table
 from pixeldrl.models import check_model, parameter_counts
 from pixeldrl.nets.pixeldrl_mg import PRESETS, PixelDRLNet, count_parameters, net_config
@@ -302,6 +304,12 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    path = export_checkpoint(a.checkpoint, a.out, a.format)
+    print(f"wrote {path} and {path.name}.json (inputs, outputs, the episode loop, the input preparation)")
+    return 0
+
+
 def cmd_view(a: argparse.Namespace) -> int:
     path = view_folder(a.pred, a.out, images=a.images, gt=a.gt)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): open it in any browser")
@@ -323,6 +331,7 @@ EXAMPLES = {
     "info": "pixeldrl info --preset paper",
     "reproduce": "pixeldrl reproduce --data prepared/heart --experiment table2 --seeds 3",
     "demo": "pixeldrl demo --out runs/demo",
+    "export": "pixeldrl export --checkpoint runs/mine/checkpoint_best.pt --format onnx runs/mine/pixeldrl.onnx",
     "view": "pixeldrl view predictions/ --images new_slices/ --gt masks/ --out view.html",
 }
 
@@ -406,6 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("export", help="the checkpoint's one-step network as TorchScript or ONNX, for other runtimes")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint of pixeldrl train")
+    p.add_argument("--format", default="torchscript", choices=["torchscript", "onnx"],
+                   help="torchscript (default) or onnx (needs the onnx package)")
+    p.add_argument("out", metavar="OUT", help="the file to write; OUT.json beside it describes how to run it")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("view", help="one self-contained HTML page to scrub through a result, slice by slice and step by step")
     p.add_argument("pred", metavar="PRED_DIR", help="a folder written by pixeldrl predict --save-steps [--save-prob]")
