@@ -665,3 +665,20 @@ def test_train_config_reruns_a_runs_settings_and_says_the_device(trained, tmp_pa
     old = json.loads((trained["run"] / "config.json").read_text())
     new = json.loads((tmp_path / "again" / "config.json").read_text())
     assert {k for k in old if old[k] != new[k]} == {"seed", "out"} and new["seed"] == 3
+
+
+def test_tensorboard_logs_scalars_and_step_images(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = make_folder(tmp_path / "data")
+    rc, _, err = run_cli(capsys, "train", "--data", data, *FAST, "--epochs", "2", "--tensorboard", "--out",
+                         tmp_path / "run")
+    assert rc == 0, err
+    ev = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    scalars = set(ev.Tags()["scalars"])
+    assert {"loss", "policy_loss", "value_loss", "mean_reward", "train_dice", "val_dice", "optim/lr"} <= scalars
+    assert [e.step for e in ev.Scalars("loss")] == [1, 2]
+    logged = [e.value for e in ev.Scalars("train_dice")]
+    assert logged == pytest.approx([float(r["train_dice"]) for r in read_log(tmp_path / "run")], rel=1e-5)
+    (tag,) = ev.Tags()["images"]
+    assert len(ev.Images(tag)) == 2

@@ -135,6 +135,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--config", help="start from a run's config.json (its settings; options given here override them)")
     g.add_argument("--val-every", type=int, help="validate every N epochs (default 1)")
+    g.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log to TensorBoard in RUN/tensorboard: losses, reward, Dice, lr, masks per step")
 
 
 # Options of ``train`` that are TrainConfig fields under the same name (None: not given).
@@ -142,7 +144,7 @@ _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", 
                  "val_every", "use_sam", "use_dilation", "augment", "amp", "recompute", "channels_last", "workers",
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
                  "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "init_keep_prob", "gamma",
-                 "entropy_beta", "grad_clip", "infer_steps", "grad_steps")
+                 "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard")
 
 
 def _read_run_config(path: Path) -> TrainConfig:

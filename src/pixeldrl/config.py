@@ -132,6 +132,9 @@ class TrainConfig:
     # --- bookkeeping
     val_every: int = 1
     """Validate (greedy Dice on the val split) every this many epochs; best checkpoint by it."""
+    tensorboard: bool = False
+    """Also log to TensorBoard in RUN/tensorboard (needs the ``tensorboard`` package): the log's
+    scalars every epoch and, when validating, the masks after each step of a few validation slices."""
     seed: int = 0
     """Seed of weights, shuffling and action sampling."""
     device: str = "cpu"

@@ -250,6 +250,44 @@ def record_epoch(run_dir: Path, log: list[dict], cfg: TrainConfig, row: dict, t0
     return best, val, steps
 
 
+class TensorBoardLog:
+    """``--tensorboard``: what log.csv holds, as TensorBoard scalars, and the masks after each step of
+    the first validation slices as images (one row per slice: X(0) … X(t_max)), in RUN/tensorboard."""
+
+    SCALARS = ("loss", "policy_loss", "value_loss", "entropy", "mean_reward", "train_dice", "val_dice", "lr")
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise InputError("--tensorboard: the tensorboard package is not installed (pip install tensorboard)") from None
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def epoch(self, row: dict, agent=None, val_ds: SliceDataset | None = None, t_max: int = 1, device="cpu") -> None:
+        if self.writer is None:
+            return
+        epoch = int(row["epoch"])
+        for key in self.SCALARS:
+            value = row.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(key if key != "lr" else "optim/lr", value, epoch)
+        if agent is not None and val_ds is not None and len(val_ds) and not math.isnan(row.get("val_dice", math.nan)):
+            agent.eval()
+            x = val_ds.images[:4].to(device)  # (N, C, S, S)
+            steps = segment(agent, x, t_max, return_steps=True).steps  # (T+1, N, S, S)
+            agent.train()
+            shown = (x[None, :, :1] * steps[:, :, None]).cpu().clamp(0, 1)  # (T+1, N, 1, S, S): X(t) = I ⊙ m(t)
+            grid = shown.permute(1, 0, 2, 3, 4).reshape(-1, *shown.shape[2:])  # (N·(T+1), 1, S, S), a slice per row
+            self.writer.add_images("val/steps (one row per slice: X(0) … X(t_max))", grid, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def finish_run(run_dir: Path, cfg: TrainConfig, final_payload: dict, evaluate_test: bool, progress: bool,
                test_ds: SliceDataset | None = None) -> Path:
     """checkpoint_final (and _best when validation never ran), then the test split's summary.

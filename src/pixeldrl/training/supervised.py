@@ -33,7 +33,7 @@ from pixeldrl.data.transforms import random_flip
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.progress import bar
-from pixeldrl.training.run import (batch_dice, epoch_batches, finish_run, make_scheduler, open_run, read_log,
+from pixeldrl.training.run import (TensorBoardLog, batch_dice, epoch_batches, finish_run, make_scheduler, open_run, read_log,
                                    record_epoch, restore_run, run_folder, validate_dice, write_json)
 
 
@@ -106,6 +106,7 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: boo
 
     epochs = bar(range(start_epoch, cfg.epochs + 1), desc=f"epochs ({cfg.model})", unit="epoch",
                   enabled=progress, initial=start_epoch - 1, total=cfg.epochs)
+    tb = TensorBoardLog(run_dir, cfg.tensorboard)
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
@@ -113,5 +114,7 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: boo
         sched.step()
         best, val, _ = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
                                     lambda: validate_dice(model, val_ds, 1, device), best, payload, 1)
+        tb.epoch(log[-1], model, val_ds, 1, device)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}", val_dice=f"{val:.3f}")
+    tb.close()
     return finish_run(run_dir, cfg, payload(cfg.epochs, best, 1), evaluate_test, progress, splits["test"])

@@ -27,7 +27,7 @@ from pixeldrl.errors import InputError, check_types
 from pixeldrl.models import build_agent
 from pixeldrl.progress import bar
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
-from pixeldrl.training.run import (check_memory, epoch_batches, finish_run, make_scheduler, open_run, read_log, record_epoch,
+from pixeldrl.training.run import (TensorBoardLog, check_memory, epoch_batches, finish_run, make_scheduler, open_run, read_log, record_epoch,
                                    restore_run, run_folder, validate_dice, write_json)
 from pixeldrl.training.supervised import train_supervised
 from pixeldrl.training.update import ShardThreads, summarize, train_epoch
@@ -110,6 +110,7 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
 
     epochs = bar(range(start_epoch, cfg.epochs + 1), desc="epochs", unit="epoch", enabled=progress,
                   initial=start_epoch - 1, total=cfg.epochs)
+    tb = TensorBoardLog(run_dir, cfg.tensorboard and main_rank)
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
@@ -133,8 +134,10 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         best, val, steps = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
                                         lambda: validate_dice(agent, val_ds, cfg.t_max, device, cfg.infer_steps),
                                         best, payload, steps)
+        tb.epoch(log[-1], agent, val_ds, cfg.t_max, device)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}",
                            val_dice=f"{val:.3f}")
+    tb.close()
     if not main_rank:
         return run_dir
     return finish_run(run_dir, cfg, payload(cfg.epochs, best, steps), evaluate_test, progress, splits["test"])
