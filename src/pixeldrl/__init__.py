@@ -16,8 +16,10 @@ nothing"; training is pixel-level advantage actor-critic (PA3C). The package fol
                    pa3c (agent, rollout, Eq. 8 returns, losses, the greedy episode ``segment``)
     models.py      every model by name (PA3C agents and U-Nets)
     checkpoint.py  save / load (``weights_only``) / rebuild a model from a checkpoint
-    predict.py     checkpoint + images or volumes -> masks
+    predict.py     checkpoint + images or volumes -> masks, keep-probabilities, step maps
+    export.py      checkpoint -> TorchScript / ONNX one-step network
     evaluate.py    masks or a checkpoint against ground truth -> tables
+    viewer.py      predictions -> one self-contained HTML page (``pixeldrl view``)
     training/      update (one PA3C update, an epoch), run (run folder, log, schedule,
                    validation, the end-of-run test evaluation), parallel (asynchronous workers,
                    torchrun), supervised (U-Nets), train (``train``: the whole run)
