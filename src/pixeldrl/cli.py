@@ -126,6 +126,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     f.add_argument("--device", help="auto (default: CUDA when available, else CPU), cpu, cuda or cuda:N")
     f.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
     f.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing: large batches fit")
+    f.add_argument("--two-phase", action="store_true", default=None,
+                   help="roll out without gradients, then one forward/backward over all t_max·B states (GPU)")
     f.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                    help="NCHW instead of the faster NHWC layout")
     f.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1)")
@@ -144,7 +146,7 @@ _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", 
                  "val_every", "use_sam", "use_dilation", "augment", "amp", "recompute", "channels_last", "workers",
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
                  "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "init_keep_prob", "gamma",
-                 "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard")
+                 "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase")
 
 
 def _read_run_config(path: Path) -> TrainConfig:

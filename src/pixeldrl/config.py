@@ -123,6 +123,11 @@ class TrainConfig:
     amp: str = "none"
     """``bf16``: bfloat16 autocast of the forward passes; losses stay in float32. GPU, or a CPU with
     AVX512-BF16/AMX (there it runs in NCHW: oneDNN's channels-last bf16 weight gradient crashes)."""
+    two_phase: bool = False
+    """Roll each episode out without gradients, then run one forward and backward pass over all
+    t_max·B states at once (``pa3c.rollout_two_phase``): the same losses and gradients, in big GPU
+    batches instead of t_max small sequential ones; one extra forward pass per step. Not with
+    ``--grad-steps`` or BatchNorm."""
     recompute: bool = False
     """Activation checkpointing of every step: ~t_max× less activation memory, ~⅓ more compute."""
     shards: int = 1
@@ -245,6 +250,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.amp in ("none", "bf16"), f"--amp must be none or bf16, got {cfg.amp!r}"),
         (cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}"),
         (cfg.shards >= 1, f"--shards must be >= 1, got {cfg.shards}"),
+        (not cfg.two_phase or (cfg.grad_steps == 0 and cfg.norm != "batch"),
+         "--two-phase works with all steps' gradients (--grad-steps 0) and per-sample normalisation (not --norm batch)"),
         (cfg.shards == 1 or cfg.workers == 1, "--shards and --workers cannot be combined; each worker has its own thread"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
         (cfg.axis in (0, 1, 2), f"--axis must be 0, 1 or 2, got {cfg.axis}"),

@@ -227,3 +227,31 @@ def test_back_propagating_through_some_steps_gives_those_steps_weighted_gradient
     assert torch.allclose(got.total, ref.total)
     for a, b in zip(torch.autograd.grad(got.total, params), ref_grads):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_two_phase_rollout_gives_the_step_by_step_losses_and_gradients():
+    """rollout_two_phase: the same episode, then one batched forward pass: the same losses and gradients."""
+    import pytest
+
+    from pixeldrl.rl.pa3c import draw_uniforms, rollout_two_phase
+
+    torch.manual_seed(0)
+    agent = Agent(net_config("small"), 3)
+    images = torch.rand(3, 1, 16, 16)
+    gt = (images[:, 0] > 0.5).float()
+    uniforms = draw_uniforms(images, 6, torch.Generator().manual_seed(3))
+    params = list(agent.parameters())
+    for returns, pg in (("one_step", "sampled"), ("one_step", "all_actions"), ("multi_step", "sampled")):
+        step = rollout(agent, images, gt, 6, uniforms=uniforms)
+        both = rollout_two_phase(agent, images, gt, 6, uniforms=uniforms)
+        assert torch.equal(both.final_mask, step.final_mask) and torch.equal(both.alive, step.alive)
+        assert torch.equal(both.rewards, step.rewards)
+        ref = pa3c_losses(step, agent.return_kernel, 0.95, 0.5, 0.01, returns=returns, policy_gradient=pg)
+        got = pa3c_losses(both, agent.return_kernel, 0.95, 0.5, 0.01, returns=returns, policy_gradient=pg)
+        assert torch.allclose(got.total, ref.total, atol=1e-6)
+        for a, b in zip(torch.autograd.grad(got.total, params, allow_unused=True),
+                        torch.autograd.grad(ref.total, params, allow_unused=True)):
+            assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
+    bn = Agent(net_config("small", norm="batch"), 3)
+    with pytest.raises(ValueError, match="per-sample normalisation"):
+        rollout_two_phase(bn, images, gt, 2)

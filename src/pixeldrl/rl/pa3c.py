@@ -289,6 +289,47 @@ def rollout(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = e
                    step_weight)
 
 
+def rollout_two_phase(agent: Agent, images: torch.Tensor, gt: torch.Tensor, t_max: int = env.T_MAX,
+                      generator: torch.Generator | None = None, bootstrap_value: bool = False,
+                      uniforms: torch.Tensor | None = None) -> Rollout:
+    """:func:`rollout` in two phases: the episode without gradients, then one forward pass with
+    gradients over all t_max·B states at once (a GPU runs one big batch far better than t_max small
+    ones in sequence; ``two_phase`` in :class:`~pixeldrl.config.TrainConfig`).
+
+    Exact for a network that normalises each sample on its own (GroupNorm, the default, or none):
+    phase 1 takes the same actions from the same uniforms, so the states are the same, and phase 2
+    re-scores those actions — the same log-probabilities, entropies and values, hence the same
+    losses and gradients up to float rounding (``tests/rl/test_pa3c.py``). BatchNorm's batch
+    statistics would mix the steps, so it is refused. It costs one extra forward pass per step
+    (phase 1); the one-step Eq. 8 makes the steps' losses independent given the states.
+    """
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in agent.modules()):
+        raise ValueError("two-phase rollout needs per-sample normalisation (GroupNorm or none), not BatchNorm")
+    b, c, h, w = images.shape
+    if uniforms is None:
+        uniforms = draw_uniforms(images, t_max, generator)  # (T, B, H, W)
+    masks, actions = [env.initial_mask(images)], []
+    with torch.no_grad():  # phase 1: the states and actions
+        for t in range(t_max):
+            action = agent.get_action_and_value(env.observe(images, masks[-1]), uniform=uniforms[t])[0]
+            actions.append(action)
+            masks.append(env.update_mask(masks[-1], action))
+    alive = torch.stack(masks[:-1])  # m(0) … m(T-1) (T, B, H, W)
+    states = (images.unsqueeze(0) * alive.unsqueeze(2)).reshape(t_max * b, c, h, w)  # X(t) (T·B, C, H, W)
+    # phase 2: one forward pass with gradients, re-scoring the actions taken
+    _, log_probs, entropies, values, p_keeps = agent.get_action_and_value(
+        states, action=torch.stack(actions).reshape(t_max * b, h, w))
+    rewards = env.reward(alive, torch.stack(masks[1:]), gt.to(images.dtype))  # (T, B, H, W)
+    if bootstrap_value:
+        with torch.no_grad():
+            bootstrap = agent.get_value(env.observe(images, masks[-1]))
+    else:
+        bootstrap = torch.zeros_like(masks[-1])
+    shape = (t_max, b, h, w)
+    return Rollout(log_probs.reshape(shape), entropies.reshape(shape), values.reshape(shape), rewards, alive,
+                   bootstrap, masks[-1], p_keeps.reshape(shape), gt.to(images.dtype))
+
+
 def one_step_returns(rewards: torch.Tensor, values: torch.Tensor, bootstrap: torch.Tensor, gamma: float,
                      kernel: ReturnKernel) -> torch.Tensor:
     """Eq. 8 in the paper's one-step form: ``R_i(t) = r_i(t) + γ · Σ_j w_{i−j} · V(s_j(t+1))``.
@@ -386,8 +427,11 @@ def episode_losses(agent: Agent, images: torch.Tensor, gt: torch.Tensor, cfg, un
     """One sampled episode on images (B, C, H, W) and its PA3C losses, with ``cfg``'s settings
     (a :class:`~pixeldrl.config.TrainConfig`: t_max, γ, value and entropy weights, bootstrap, alive-only,
     Eq. 8's form, the policy gradient); ``grad_steps`` as :func:`rollout` takes it."""
-    ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms,
-                 grad_steps=grad_steps)
+    if getattr(cfg, "two_phase", False) and grad_steps is None:
+        ro = rollout_two_phase(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms)
+    else:
+        ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms,
+                     grad_steps=grad_steps)
     return ro, pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only,
                            cfg.returns, cfg.policy_gradient)
 
