@@ -5,7 +5,8 @@
 
 ``--variants``: comma-joined fast paths of ``Agent.set_fast_paths`` per PixelDRL-MG row — ``plain``
 (the straightforward version: NCHW, float32), ``cl`` (channels-last), ``bf16`` (autocast),
-``recompute`` (activation checkpointing). The U-Net runs once per
+``recompute`` (activation checkpointing), ``two`` (the two-phase update: the episode without
+gradients, then one forward/backward over all t_max·B states). The U-Net runs once per
 batch size, in bf16 when any variant uses it.
 
 Plain PyTorch timing: warm-up iterations, then the median of ``--repeats`` timed iterations, with
@@ -34,7 +35,7 @@ from machine import cpu_name
 
 from pixeldrl.rl import env
 from pixeldrl.nets.pixeldrl_mg import net_config
-from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
+from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout, rollout_two_phase
 
 
 def device_name(device: torch.device) -> str:
@@ -70,7 +71,7 @@ def bench_pixeldrl(preset: str, batch: int, size: int, device: torch.device, var
                    repeats: int, t_max: int = env.T_MAX) -> dict:
     torch.manual_seed(0)
     flags = set(variant.split(",")) - {"plain"}
-    unknown = flags - {"cl", "bf16", "recompute"}
+    unknown = flags - {"cl", "bf16", "recompute", "two"}
     if unknown:
         raise SystemExit(f"unknown variant flags {sorted(unknown)}")
     agent = Agent(net_config(preset), 3).to(device)
@@ -84,7 +85,7 @@ def bench_pixeldrl(preset: str, batch: int, size: int, device: torch.device, var
 
     def train_step():
         with amp():
-            ro = rollout(agent, images, gt, t_max, generator=gen)
+            ro = (rollout_two_phase if "two" in flags else rollout)(agent, images, gt, t_max, generator=gen)
             losses = pa3c_losses(ro, agent.return_kernel, 0.95, 0.5, 0.01)
         opt.zero_grad(set_to_none=True)
         losses.total.backward()

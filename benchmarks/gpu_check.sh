@@ -9,6 +9,8 @@ B="python3 benchmarks/bench.py --device cuda --repeats 3"
 # Straightforward vs each fast path at the paper's batch size and at larger batches.
 timeout 150 $B --batch-sizes 2 16 --variants plain cl bf16 cl,bf16 2>&1 | tee "$OUT/bench_paths.txt"
 timeout 120 $B --batch-sizes 64 --variants bf16 cl,bf16 --no-unet 2>&1 | tee "$OUT/bench_b64.txt"
+# The two-phase update (one t_max·B batch instead of t_max sequential ones).
+timeout 120 $B --batch-sizes 16 64 --variants bf16 two,bf16 --no-unet 2>&1 | tee "$OUT/bench_two_phase.txt"
 # Recomputation for the memory plan.
 timeout 90 $B --batch-sizes 64 128 --variants bf16,recompute --no-unet 2>&1 | tee "$OUT/bench_recompute.txt"
 timeout 90 python3 benchmarks/memory.py --device cuda --batch-sizes 16 32 2>&1 | tee "$OUT/memory.txt"
