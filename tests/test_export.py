@@ -61,3 +61,12 @@ def test_export_refuses_bad_requests(runs, tmp_path, capsys):
     assert rc == 2 and "checkpoint not found" in err
     rc, _, err = run_cli(capsys, "export", "--checkpoint", runs["pixeldrl"], tmp_path)
     assert rc == 2 and "is a folder" in err
+
+
+def test_export_to_a_format_that_is_not_installed(runs, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the onnx package were not installed
+    rc, _, err = run_cli(capsys, "export", "--checkpoint", runs["pixeldrl"], "--format", "onnx", tmp_path / "n.onnx")
+    assert rc == 2 and "onnx package is not installed" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "n.onnx").exists()
