@@ -24,23 +24,23 @@ import sys
 import threading
 from pathlib import Path
 
+from pixeldrl import __version__
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import TrainConfig, make_config, validate
 from pixeldrl.data.protocol import Protocol
 from pixeldrl.data.store import MAX_STORE_SIZE, open_store, prepare
 from pixeldrl.data.volumes import DEFAULT_CT_WINDOW
 from pixeldrl.errors import InputError, first_line
-from pixeldrl.fileio import os_error_message
-from pixeldrl.progress import set_quiet
-from pixeldrl import __version__
 from pixeldrl.evaluate import evaluate_checkpoint, evaluate_folders, write_result
 from pixeldrl.experiments.demo import run_demo
 from pixeldrl.experiments.reproduce import Settings, reproduce
 from pixeldrl.export import export_checkpoint
+from pixeldrl.fileio import os_error_message
 from pixeldrl.metrics import format_table
 from pixeldrl.models import check_model, parameter_counts
 from pixeldrl.nets.pixeldrl_mg import PRESETS, PixelDRLNet, count_parameters, net_config
 from pixeldrl.predict import predict_files
+from pixeldrl.progress import set_quiet
 from pixeldrl.training.parallel import dist_env
 from pixeldrl.training.train import train
 from pixeldrl.viewer import view_folder
