@@ -17,7 +17,7 @@ model trained on volumes segments an array of that modality correctly.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +132,6 @@ class Model:
 
 def _single_slice(cfg: TrainConfig) -> TrainConfig:
     """The run's settings for a 2-D image seen as a volume of one slice (cut along the last axis)."""
-    from dataclasses import replace
-
     return replace(cfg, axis=2, channels=None)
 
 

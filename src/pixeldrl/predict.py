@@ -194,11 +194,12 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     images = {i: _read_2d(cases[i]) for i in todo}  # read everything first: a bad file stops before any write
     for folder in [out_dir] + [out_dir / e for e in extras]:
         folder.mkdir(parents=True, exist_ok=True)
+    normalise = image_normaliser(cfg)
     # Written batch by batch: an interruption keeps what is done (--skip-existing continues from there).
     for start in bar(range(0, len(todo), batch_size), desc="predict", unit="batch"):
         chunk = todo[start:start + batch_size]
         results = predict_arrays(agent, [images[i] for i in chunk], cfg.image_size, cfg.infer_steps, device,
-                                 batch_size, return_steps=save_steps, normalise=image_normaliser(cfg), progress=False)
+                                 batch_size, return_steps=save_steps, normalise=normalise, progress=False)
         for i, res in zip(chunk, results):
             write_prediction(cases[i], res["mask"][..., None], out_dir)
             paths = dict(zip(extras, outputs[i][1:]))

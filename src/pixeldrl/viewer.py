@@ -151,16 +151,14 @@ def view_folder(pred: str | Path, out: str | Path, images: str | Path | None = N
             if stem not in found:
                 raise InputError(f"--{name}: no file for {mask_path.name} (matched by name)")
         volume = is_nifti(mask_path)
-        r = (np.asarray(read_nifti(removal[stem]).data) if volume else read_image(removal[stem])).astype(np.uint8)
-        p = None
-        if stem in prob:
-            p = read_nifti(prob[stem]).data if volume else read_image(prob[stem])
-        im = g = None
-        if "images" in others:
-            im = read_nifti(others["images"][stem]).data if volume else read_image(others["images"][stem])
+        read = (lambda f: read_nifti(f).data) if volume else read_image
+        r = read(removal[stem]).astype(np.uint8)
+        p = read(prob[stem]) if stem in prob else None
+        im = read(others["images"][stem]) if "images" in others else None
+        g = None
         if "gt" in others:
             g = (read_label_nifti(others["gt"][stem]).data > 0) if volume else read_mask(others["gt"][stem])
-        final = (read_nifti(mask_path).data if volume else read_image(mask_path)) > 0
+        final = read(mask_path) > 0
         if not np.array_equal(final, r == 0):
             raise InputError(f"{removal[stem]}: does not belong to {mask_path} (its kept pixels differ from the mask)")
         t_max = max(t_max, int(r.max()))

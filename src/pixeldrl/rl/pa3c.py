@@ -427,7 +427,7 @@ def episode_losses(agent: Agent, images: torch.Tensor, gt: torch.Tensor, cfg, un
     """One sampled episode on images (B, C, H, W) and its PA3C losses, with ``cfg``'s settings
     (a :class:`~pixeldrl.config.TrainConfig`: t_max, γ, value and entropy weights, bootstrap, alive-only,
     Eq. 8's form, the policy gradient); ``grad_steps`` as :func:`rollout` takes it."""
-    if getattr(cfg, "two_phase", False) and grad_steps is None:
+    if cfg.two_phase and grad_steps is None:
         ro = rollout_two_phase(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms)
     else:
         ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms,
