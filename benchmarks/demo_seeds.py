@@ -56,7 +56,8 @@ def main() -> None:
         for seed in a.seeds:
             t0 = time.time()
             cfg = make_config("small", model="unet", data=str(out / f"seed{a.seeds[0]}" / "data"),
-                              out=str(out / f"unet_seed{seed}"), seed=seed, **DEMO_TRAIN)
+                              out=str(out / f"unet_seed{seed}"), seed=seed,
+                              **{k: v for k, v in DEMO_TRAIN.items() if k != "workers"})  # PA3C's workers
             run = train(cfg, progress=False)
             res = json.loads((run / "summary.json").read_text())
             rows["unet"].append({**res["mean"], "wall_s": time.time() - t0, "seed": seed})

@@ -41,6 +41,11 @@ VARIANTS: dict[str, dict] = {
     "multistep": dict(returns="multi_step"),
     "keep95": dict(init_keep_prob=0.95),
     "alive_only": dict(alive_only=True),
+    "mask_dead": dict(mask_dead=True),
+    "augment": dict(augment=True),
+    "done": dict(pixel_done=True),
+    "done_gamma0.5": dict(pixel_done=True, gamma=0.5),
+    "mask_dead_augment": dict(mask_dead=True, augment=True),
     "learned_kernel": dict(kernel="learned"),
     "all_actions": dict(policy_gradient="all_actions"),
     "noclip": dict(grad_clip=0.0),
@@ -63,6 +68,8 @@ VARIANTS: dict[str, dict] = {
     "ce_nonorm": dict(norm="none"),
     "unet": dict(),  # MONAI U-Net, Dice + cross-entropy
 }
+EMA_DECAYS = (0.95, 0.98)
+"""Per-update decays of the weight averages evaluated beside every PA3C run (``ema0.95`` rows)."""
 BASE = dict(epochs=20, batch_size=8, lr=4e-3, lr_step=1000, lr_decay=1.0)  # the small preset's schedule
 
 
@@ -139,12 +146,23 @@ def run_one(job) -> dict:
     shuffle_gen = torch.Generator().manual_seed(seed)
     sample_gen = torch.Generator().manual_seed(seed + 1)
     train = splits["train"]
+    # Exponential moving averages of the weights, updated after every step and evaluated beside
+    # the online weights at every evaluation (the same runs: a paired comparison, no extra training).
+    from torch.optim.swa_utils import AveragedModel
+
+    from pixeldrl.training.train import ema_avg_fn
+
+    emas = {} if supervised else {d: AveragedModel(model, avg_fn=ema_avg_fn(d), use_buffers=True) for d in EMA_DECAYS}
     curve, updates, t0 = [], 0, time.perf_counter()
     train_seconds = 0.0
     for epoch in range(1, cfg.epochs + 1):
         t_epoch = time.perf_counter()
         for idx in epoch_batches(len(train), cfg.batch_size, shuffle_gen):
             images, masks = train.images[idx], train.masks[idx]
+            if cfg.augment:  # as update.train_epoch does
+                from pixeldrl.data.transforms import random_flip
+
+                images, masks = random_flip(images.clone(), masks.clone(), shuffle_gen)
             if supervised:
                 logits = model(images) if one_shot else model.forward_net(images)[0]
                 if one_shot:
@@ -158,6 +176,8 @@ def run_one(job) -> dict:
                 opt.step()
             else:
                 pa3c_update(model, opt, images, masks, cfg, sample_gen)
+                for ema in emas.values():
+                    ema.update_parameters(model)
             updates += 1
         sched.step()
         train_seconds += time.perf_counter() - t_epoch
@@ -165,6 +185,8 @@ def run_one(job) -> dict:
             row = {"epoch": epoch, "updates": updates, "train_seconds": train_seconds}
             for split in ("val", "test"):
                 row[split] = evaluate(model, splits[split], cfg.t_max, one_shot)
+            for d, ema in emas.items():
+                row[f"ema{d}"] = {split: evaluate(ema.module, splits[split], cfg.t_max, False) for split in ("val", "test")}
             if not one_shot:
                 row["kernel"] = model.return_kernel.weight.detach().flatten().tolist()
             curve.append(row)
@@ -178,6 +200,9 @@ def summarise(results: list[dict]) -> tuple[str, dict]:
     by = {}
     for r in results:
         by.setdefault(r["variant"], []).append(r)
+        for key in [k for k in r["curve"][-1] if k.startswith("ema")]:  # the weight averages as rows of their own
+            curve = [{**row, "val": row[key]["val"], "test": row[key]["test"]} for row in r["curve"]]
+            by.setdefault(f"{r['variant']}+{key}", []).append({**r, "curve": curve})
     rows, summary = [], {}
     for name, runs in by.items():
         final = [r["curve"][-1] for r in runs]

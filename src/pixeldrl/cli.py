@@ -114,6 +114,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="policy loss on the sampled action (A3C) or on both actions' known outcomes")
     r.add_argument("--alive-only", action="store_true", default=None,
                    help="average the policy/entropy terms over still-unzeroed pixels only")
+    r.add_argument("--pixel-done", action=argparse.BooleanOptionalAction, default=None,
+                   help="a zeroed pixel's episode ends: no bootstrap from it, no loss terms (default on)")
+    r.add_argument("--mask-dead", action="store_true", default=None,
+                   help="drop zeroed pixels' policy/entropy terms, averaging over all pixels (implied by --pixel-done)")
+    r.add_argument("--ema-decay", type=float,
+                   help="validate and save a moving average of the weights with this decay per update, 0 = off (default 0.95)")
     r.add_argument("--init-keep-prob", type=float, help="start the policy at this π(keep) (default: network init)")
     r.add_argument("--gamma", type=float, help="discount γ (default 0.95, the paper's)")
     r.add_argument("--entropy-beta", type=float, help="entropy bonus β (default 0.01)")
@@ -145,7 +151,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", "lr_schedule", "norm", "device", "seed",
                  "val_every", "use_sam", "use_dilation", "augment", "amp", "recompute", "channels_last", "workers",
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
-                 "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "init_keep_prob", "gamma",
+                 "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "gamma",
                  "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase")
 
 

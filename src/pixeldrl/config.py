@@ -88,6 +88,17 @@ class TrainConfig:
     alive_only: bool = False
     """Policy/entropy terms averaged over still-unzeroed pixels only (True) or over all pixels as
     the paper does (False, chosen by ``benchmarks/learning.py``; see ``pa3c.pa3c_losses``)."""
+    mask_dead: bool = False
+    """Drop the policy/entropy terms of pixels already zeroed (their action changes nothing, so the
+    terms are zero-mean noise) while still averaging over all pixels, so the expected gradient is
+    the paper's (see ``pa3c.pa3c_losses``)."""
+    pixel_done: bool = True
+    """A pixel's episode ends when it is zeroed: its next-state value is 0 in Eq. 8's target, and
+    zeroed pixels drop out of the losses (averaged over all pixels still). See ``pa3c.pa3c_losses``."""
+    ema_decay: float = 0.95
+    """Validate, checkpoint and segment with an exponential moving average of the weights, updated
+    after every update with this decay (chosen 0.95, about the last 20 updates; 0: off, the weights
+    as trained; see ``training.train``)."""
     head_init_std: float = 0.1
     """Std of the policy/value output layers' initial weights (chosen; see ``model.HEAD_INIT_STD``)."""
     init_keep_prob: float | None = None
@@ -159,6 +170,8 @@ class TrainConfig:
         """The config in ``d`` (a run's config.json or a checkpoint's), type-checked and validated;
         InputError naming ``source`` when an entry has the wrong type or value. Keys that are no
         field, such as the retired ``compile`` of older runs, are ignored."""
+        if isinstance(d, dict):  # runs from before these options trained without them
+            d = {**LEGACY_DEFAULTS, **d}
         cfg = dataclass_from_dict(cls, d, source)
         try:
             validate(cfg)
@@ -166,6 +179,10 @@ class TrainConfig:
             raise InputError(f"{source}: {e}") from None
         return cfg
 
+
+LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0)
+"""What a stored config without these (newer) fields trained with: a resumed or re-evaluated older
+run keeps its recipe."""
 
 # Training defaults per preset; CLI options override them.
 TRAIN_PRESETS: dict[str, dict] = {
@@ -235,6 +252,7 @@ def validate(cfg: TrainConfig) -> None:
         (math.isfinite(cfg.grad_clip), f"--grad-clip must be finite (0 = off), got {cfg.grad_clip}"),
         (math.isfinite(cfg.entropy_beta), f"--entropy-beta must be finite, got {cfg.entropy_beta}"),
         (0 <= cfg.gamma <= 1, f"--gamma must be in [0, 1], got {cfg.gamma}"),
+        (0 <= cfg.ema_decay < 1, f"--ema-decay must be in [0, 1), got {cfg.ema_decay}"),
         (cfg.grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {cfg.grad_clip}"),
         (cfg.head_init_std > 0, f"head_init_std must be > 0, got {cfg.head_init_std}"),
         (cfg.entropy_beta >= 0, f"--entropy-beta must be >= 0, got {cfg.entropy_beta}"),

@@ -255,3 +255,49 @@ def test_two_phase_rollout_gives_the_step_by_step_losses_and_gradients():
     bn = Agent(net_config("small", norm="batch"), 3)
     with pytest.raises(ValueError, match="per-sample normalisation"):
         rollout_two_phase(bn, images, gt, 2)
+
+
+def _two_step_rollout():
+    """T=2, two pixels: pixel 0 (background) is zeroed at step 0 (r = +1) and is dead at step 1;
+    pixel 1 (foreground) is kept at both steps (r = 0). The network's V reads 0.6 on the dead
+    pixel at step 1 (it sees a zero, as it would for a live dark pixel)."""
+    values = torch.tensor([[[[0.5, 0.3]]], [[[0.6, 0.4]]]], requires_grad=True)  # (T=2, B=1, H=1, W=2)
+    log_probs = torch.log(torch.tensor([[[[0.7, 0.6]]], [[[0.5, 0.8]]]])).requires_grad_()
+    ro = Rollout(log_probs=log_probs, entropies=torch.full((2, 1, 1, 2), 0.5), values=values,
+                 rewards=torch.tensor([[[[1.0, 0.0]]], [[[0.0, 0.0]]]]),
+                 alive=torch.tensor([[[[1.0, 1.0]]], [[[0.0, 1.0]]]]),
+                 bootstrap=torch.zeros(1, 1, 2), final_mask=torch.tensor([[[0.0, 1.0]]]))
+    return ro, values, log_probs
+
+
+def test_pixel_done_ends_a_zeroed_pixels_episode():
+    gamma = 0.5
+    ro, values, log_probs = _two_step_rollout()
+    L = pa3c_losses(ro, ReturnKernel(1), gamma, value_coef=1.0, entropy_beta=0.0, pixel_done=True)
+    # Targets: pixel 0 at t=0: r + γ·0 = 1 (its next state is terminal, whatever V says there: 0.6);
+    # pixel 1: 0 + γ·0.4 = 0.2 at t=0 and 0 + γ·0 = 0 at t=1; pixel 0 at t=1 is dead: no terms.
+    adv = {(0, 0): 1 - 0.5, (0, 1): 0.2 - 0.3, (1, 1): 0 - 0.4}
+    lp = log_probs.detach()
+    policy = (-(lp[0, 0, 0, 0] * adv[0, 0] + lp[0, 0, 0, 1] * adv[0, 1]) / 2
+              - lp[1, 0, 0, 1] * adv[1, 1] / 2)
+    assert math.isclose(L.policy.item(), policy.item(), rel_tol=1e-6)
+    value = (0.5 * adv[0, 0] ** 2 + 0.5 * adv[0, 1] ** 2) / 2 + 0.5 * adv[1, 1] ** 2 / 2
+    assert math.isclose(L.value.item(), value, rel_tol=1e-6)
+    assert math.isclose(L.entropy.item(), 0.5 * 2 / 2 + 0.5 * 1 / 2, rel_tol=1e-6)  # the dead pixel's term is gone
+    L.total.backward()
+    assert values.grad[1, 0, 0, 0] == 0 and log_probs.grad[1, 0, 0, 0] == 0  # nothing flows to the dead pixel
+    # Without it, the dead pixel's 0.6 enters pixel 0's target at t=0: R = 1 + 0.5·0.6 = 1.3.
+    L_paper = pa3c_losses(ro, ReturnKernel(1), gamma, value_coef=1.0, entropy_beta=0.0)
+    assert not math.isclose(L_paper.value.item(), value, rel_tol=1e-3)
+
+
+def test_mask_dead_drops_only_the_dead_pixels_policy_and_entropy_terms():
+    ro, _, log_probs = _two_step_rollout()
+    full = pa3c_losses(ro, ReturnKernel(1), 0.5, value_coef=1.0, entropy_beta=0.0)
+    masked = pa3c_losses(ro, ReturnKernel(1), 0.5, value_coef=1.0, entropy_beta=0.0, mask_dead=True)
+    # The dead pixel at t=1: target 0 + 0.5·0 = 0 (last step), V = 0.6 → A = −0.6; its term is
+    # −log π · A / 2 (averaged over both pixels); everything else is unchanged, value loss included.
+    dead_term = -log_probs[1, 0, 0, 0].item() * -0.6 / 2
+    assert math.isclose(full.policy.item() - masked.policy.item(), dead_term, rel_tol=1e-5)
+    assert math.isclose(full.value.item(), masked.value.item(), rel_tol=1e-6)
+    assert math.isclose(full.entropy.item() - masked.entropy.item(), 0.5 / 2, rel_tol=1e-6)

@@ -369,7 +369,7 @@ class Losses:
 
 def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: float,
                 entropy_beta: float, alive_only: bool = False, returns: str = "one_step",
-                policy_gradient: str = "sampled") -> Losses:
+                policy_gradient: str = "sampled", mask_dead: bool = False, pixel_done: bool = False) -> Losses:
     """Actor-critic losses of one rollout (see the module docstring for the reductions).
 
     ``returns``: ``one_step`` (:func:`one_step_returns`) or ``multi_step`` (:func:`nstep_returns`).
@@ -379,8 +379,18 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
     and ends the pixel's episode (its later value is 0), keeping earns 0 plus γ · V of the pixel
     still alive (the next state's value where it was kept, this state's where it was zeroed).
     """
+    kept_next = torch.cat([ro.alive[1:], ro.final_mask.unsqueeze(0)])  # alive at t+1 (T, B, H, W)
     if returns == "one_step":
-        ret = one_step_returns(ro.rewards, ro.values, ro.bootstrap, gamma, kernel)  # (T, B, H, W)
+        values = ro.values
+        if pixel_done:
+            # A zeroed pixel's episode is over (the mask update is irreversible): its value is 0,
+            # whatever the network says of the zero it now sees — which looks the same as a live
+            # pixel of zero intensity. Terminal next states bootstrap nothing.
+            values = torch.cat([ro.values[:1], ro.values[1:] * ro.alive[1:]])
+            bootstrap = ro.bootstrap * ro.final_mask
+        else:
+            bootstrap = ro.bootstrap
+        ret = one_step_returns(ro.rewards, values, bootstrap, gamma, kernel)  # (T, B, H, W)
     elif returns == "multi_step":
         ret = nstep_returns(ro.rewards, ro.bootstrap, gamma, kernel)
     else:
@@ -394,6 +404,10 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
         # splits exactly across data-parallel shards.
         hw = ro.alive.shape[2] * ro.alive.shape[3]
         weight = ro.alive * (hw / ro.alive.sum(dim=(2, 3), keepdim=True).clamp_min(1))
+    elif mask_dead or pixel_done:
+        # The same zero-mean noise removed, but still divided by all H·W pixels: the expected
+        # gradient is the all-pixel one, without the terms of pixels that cannot act any more.
+        weight = ro.alive
     else:
         weight = torch.ones_like(ro.alive)
     if policy_gradient == "sampled":
@@ -404,7 +418,6 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
         with torch.no_grad():  # Q and the baseline are targets
             v = ro.values
             v_next = torch.cat([v[1:], ro.bootstrap.unsqueeze(0)])  # (T, B, H, W)
-            kept_next = torch.cat([ro.alive[1:], ro.final_mask.unsqueeze(0)])  # alive at t+1
             q_zero = ro.alive * (1 - 2 * ro.gt.unsqueeze(0))  # Eq. 12 for zeroing a live pixel
             q_keep = gamma * torch.where(kept_next > 0, v_next, v) * ro.alive
             baseline = v * ro.alive
@@ -413,7 +426,10 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
         raise ValueError(f"policy_gradient must be sampled or all_actions, got {policy_gradient!r}")
     # Per step (T,), then summed over the steps (weighted when only some carry gradients).
     policy = (policy_terms * weight).mean(dim=(1, 2, 3))
-    value = (0.5 * advantage.pow(2)).mean(dim=(1, 2, 3))
+    value_terms = 0.5 * advantage.pow(2)
+    if pixel_done:  # terminal pixels have no value to learn
+        value_terms = value_terms * ro.alive
+    value = value_terms.mean(dim=(1, 2, 3))
     entropy = (ro.entropies * weight).mean(dim=(1, 2, 3))
     if ro.step_weight is not None:
         policy, value, entropy = (x * ro.step_weight for x in (policy, value, entropy))
@@ -433,7 +449,7 @@ def episode_losses(agent: Agent, images: torch.Tensor, gt: torch.Tensor, cfg, un
         ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms,
                      grad_steps=grad_steps)
     return ro, pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only,
-                           cfg.returns, cfg.policy_gradient)
+                           cfg.returns, cfg.policy_gradient, cfg.mask_dead, cfg.pixel_done)
 
 
 def episode_stats(ro: Rollout, losses: Losses, t_max: int) -> torch.Tensor:

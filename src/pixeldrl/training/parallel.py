@@ -160,8 +160,10 @@ class AsyncWorkers:
         for proc in self.procs:
             proc.start()
 
-    def run_epoch(self, batches: list[torch.Tensor], lr: float) -> tuple[list, list]:
-        """Queue the epoch's batches, wait for all of them; (stats, dices) of the epoch."""
+    def run_epoch(self, batches: list[torch.Tensor], lr: float, after_step=None) -> tuple[list, list]:
+        """Queue the epoch's batches, wait for all of them; (stats, dices) of the epoch.
+        ``after_step()`` runs in this process as each worker's update arrives (the weight average
+        reads the shared parameters then)."""
         for idx in batches:
             self.jobs.put((lr, idx))
         stats, dices = [], []
@@ -175,6 +177,8 @@ class AsyncWorkers:
                 continue
             stats.append(s)
             dices += d
+            if after_step is not None:
+                after_step()
         return stats, dices
 
     def close(self) -> None:

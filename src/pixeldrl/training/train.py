@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel
 
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
 from pixeldrl.data.dataset import load_dataset
-from pixeldrl.errors import InputError, check_types
+from pixeldrl.errors import InputError, check_types, first_line
 from pixeldrl.models import build_agent
 from pixeldrl.progress import bar
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
@@ -58,6 +59,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, evaluat
         return _train_in(cfg, run_dir, device, rank, world, resume, progress, evaluate_test)
 
 
+def ema_avg_fn(decay: float):
+    """AveragedModel's update with the decay warmed up as TensorFlow's ExponentialMovingAverage does
+    it: ``min(decay, (1 + n) / (10 + n))`` after n updates, so a short run's average is not held back
+    by its first, untrained weights (with 0.95 from the start, the first update's weights would
+    still weigh 31 % after 24 updates). From about 170 updates on it is the plain decay."""
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        return averaged * d + current * (1 - d)
+    return avg
+
+
 def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, world: int, resume: bool,
               progress: bool, evaluate_test: bool) -> Path:
     """``train`` inside the held run folder: data, model, optimiser, restore, the loop."""
@@ -72,6 +84,9 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
     sched = make_scheduler(opt, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
+    # The weight average (``ema_decay``) is what validation scores and the checkpoints' "model" holds;
+    # torch's AveragedModel keeps it, updated after every optimiser step.
+    ema = AveragedModel(agent, avg_fn=ema_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None
     start_epoch, best, steps = 1, -1.0, cfg.infer_steps or cfg.t_max
     if resume:
         latest = run_dir / "checkpoint_latest.pt"
@@ -79,11 +94,19 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
         check_types(ckpt, {"sample_rng": torch.Tensor}, str(latest))
         sample_gen.set_state(ckpt["sample_rng"].cpu())
         start_epoch, best, steps = ckpt["epoch"] + 1, ckpt["best_val_dice"], ckpt.get("infer_steps", steps)
+        if ema is not None:  # "model" held the average; the optimiser's own weights are "online_model"
+            check_types(ckpt, {"online_model": dict, "ema_updates": int}, str(latest))
+            try:
+                ema.module.load_state_dict(ckpt["model"])
+                agent.load_state_dict(ckpt["online_model"])
+            except (RuntimeError, KeyError) as e:
+                raise InputError(f"{latest}: does not fit this run's model: {first_line(e)}") from None
+            ema.n_averaged.fill_(ckpt["ema_updates"])
     workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks) if cfg.workers > 1 else None
     shards = ShardThreads(cfg.shards) if cfg.shards > 1 else None
     try:
         return _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch,
-                           best, steps, workers, shards, rank, world, progress, evaluate_test)
+                           best, steps, workers, shards, rank, world, progress, evaluate_test, ema)
     finally:
         for pool in (workers, shards):
             if pool is not None:
@@ -93,8 +116,10 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
 
 
 def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch, best,
-                steps, workers, shards, rank, world, progress, evaluate_test) -> Path:
+                steps, workers, shards, rank, world, progress, evaluate_test, ema=None) -> Path:
     main_rank = rank == 0
+    scored = agent if ema is None else ema.module  # the weights validated, checkpointed and evaluated
+    after_step = None if ema is None else (lambda: ema.update_parameters(agent))
     progress = progress and main_rank
     train_ds, val_ds = splits["train"], splits["val"]
     if main_rank:
@@ -103,7 +128,8 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
     log = read_log(run_dir / "log.csv", start_epoch - 1)
 
     def payload(epoch: int, best: float, steps: int) -> dict:
-        return {"model": agent.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        extra = {} if ema is None else {"online_model": agent.state_dict(), "ema_updates": int(ema.n_averaged)}
+        return {"model": scored.state_dict(), **extra, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg.to_dict(), "net_config": cfg.net_config().to_dict(), "epoch": epoch,
                 "best_val_dice": best, "infer_steps": steps, "shuffle_rng": shuffle_gen.get_state(),
                 "sample_rng": sample_gen.get_state()}
@@ -116,14 +142,14 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         lr = opt.param_groups[0]["lr"]
         batches = epoch_batches(len(train_ds), cfg.batch_size, shuffle_gen)
         if workers is not None:
-            stats = summarize(*workers.run_epoch(batches, lr))
+            stats = summarize(*workers.run_epoch(batches, lr, after_step))
         elif world > 1:
             stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress,
                                 batches=shard_batches(batches, cfg.batch_size, rank, world),
-                                grad_hook=average_gradients, shards=shards)
+                                grad_hook=average_gradients, shards=shards, after_step=after_step)
         else:
             stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress, batches,
-                                shards=shards)
+                                shards=shards, after_step=after_step)
         with warnings.catch_warnings():
             # With asynchronous workers the steps happen in the workers' optimisers, which the
             # scheduler cannot see; it still sets the learning rate they are sent each epoch.
@@ -132,9 +158,9 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         if not main_rank:
             continue  # rank 0 validates and writes; the others wait for it at the next all-reduce
         best, val, steps = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
-                                        lambda: validate_dice(agent, val_ds, cfg.t_max, device, cfg.infer_steps),
+                                        lambda: validate_dice(scored, val_ds, cfg.t_max, device, cfg.infer_steps),
                                         best, payload, steps)
-        tb.epoch(log[-1], agent, val_ds, cfg.t_max, device)
+        tb.epoch(log[-1], scored, val_ds, cfg.t_max, device)
         epochs.set_postfix(loss=f"{stats['loss']:.3f}", train_dice=f"{stats['train_dice']:.3f}",
                            val_dice=f"{val:.3f}")
     tb.close()

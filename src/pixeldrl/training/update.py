@@ -111,8 +111,9 @@ def summarize(stats: list[list[float]], dices: list[float]) -> dict:
 def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg: TrainConfig,
                 device: torch.device, shuffle_gen: torch.Generator, sample_gen: torch.Generator,
                 progress: bool, batches: list[torch.Tensor] | None = None, grad_hook=None,
-                shards: ShardThreads | None = None) -> dict:
-    """One pass over the training split; returns the epoch's mean losses, reward, entropy, Dice."""
+                shards: ShardThreads | None = None, after_step=None) -> dict:
+    """One pass over the training split; returns the epoch's mean losses, reward, entropy, Dice.
+    ``after_step()`` runs after every optimiser step (the weight average's update)."""
     agent.train()
     batches = epoch_batches(len(ds), cfg.batch_size, shuffle_gen) if batches is None else batches
     stats, dices = [], []
@@ -122,6 +123,8 @@ def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg:
         if cfg.augment:
             images, masks = random_flip(images, masks, shuffle_gen)
         s, d = pa3c_update(agent, opt, images.to(device), masks.to(device), cfg, sample_gen, grad_hook, shards)
+        if after_step is not None:
+            after_step()
         stats.append(s)
         dices += d
         pbar.set_postfix(loss=f"{s[0]:.3f}", dice=f"{np.mean(dices):.3f}")
