@@ -5,8 +5,9 @@
 
 Each seed runs ``pixeldrl.experiments.demo.run_demo`` into its own folder, one after the other (timed: the
 demo's wall time includes writing the data, training, validation, the test evaluation and the
-figures). ``--set KEY=VALUE`` changes one of the demo's training settings (``DEMO_TRAIN``) for a
-variant of the recipe, for the demo and the U-Net alike. Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
+figures). ``--set KEY=VALUE`` changes one of the demo's training settings (``DEMO_TRAIN``) or any
+other ``TrainConfig`` field (``--set pixel_done=true``) for a variant of the recipe, for the demo and
+the U-Net alike (the U-Net ignores the PA3C fields). Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
 settings (same split, epochs, batch size, learning rate) for each seed. Prints a table of test
 metrics (mean ± std over seeds) and writes it, with every run's summary, to ``--keep``.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from machine import cpu_name
 
-from pixeldrl.config import make_config
+from pixeldrl.config import TrainConfig, make_config
 from pixeldrl.experiments.demo import DEMO_TRAIN, run_demo
 from pixeldrl.training.train import train
 
@@ -36,14 +37,16 @@ def main() -> None:
     p.add_argument("--keep", help="folder for the table and each run's summary")
     p.add_argument("--no-unet", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one of DEMO_TRAIN's settings (a recipe variant)")
+                   help="override a TrainConfig field of the demo's training (a recipe variant)")
     a = p.parse_args()
+    defaults = TrainConfig().to_dict()
     for item in a.set:
         key, _, value = item.partition("=")
-        if key not in DEMO_TRAIN:
-            p.error(f"--set {item}: {key!r} is not one of {sorted(DEMO_TRAIN)}")
+        if key not in defaults:
+            p.error(f"--set {item}: {key!r} is not a TrainConfig field")
+        kind = type(DEMO_TRAIN.get(key, defaults[key]))
         # run_demo reads the module's DEMO_TRAIN, so the variant is an in-place update of it
-        DEMO_TRAIN[key] = type(DEMO_TRAIN[key])(value)
+        DEMO_TRAIN[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     out = Path(a.out)
     rows = {"pixeldrl": [], "unet": []}
     for seed in a.seeds:
@@ -56,8 +59,7 @@ def main() -> None:
         for seed in a.seeds:
             t0 = time.time()
             cfg = make_config("small", model="unet", data=str(out / f"seed{a.seeds[0]}" / "data"),
-                              out=str(out / f"unet_seed{seed}"), seed=seed,
-                              **{k: v for k, v in DEMO_TRAIN.items() if k != "workers"})  # PA3C's workers
+                              out=str(out / f"unet_seed{seed}"), seed=seed, **DEMO_TRAIN)
             run = train(cfg, progress=False)
             res = json.loads((run / "summary.json").read_text())
             rows["unet"].append({**res["mean"], "wall_s": time.time() - t0, "seed": seed})

@@ -11,6 +11,12 @@ stop), π(zero) averaged over foreground and background pixels of X(0), and the 
 weights. The final model (no checkpoint selection) is scored; the table gives mean ± std over seeds
 of test Dice after t_max steps, at the step validation picks, and the Boundary IoU there.
 
+Every PA3C run also keeps exponential moving averages of its weights (decays ``EMA_DECAYS``, the
+decay warmed up as ``pixeldrl.training.train.ema_avg_fn`` does) and scores them at the same points:
+the rows ``VARIANT+ema0.95`` are the same runs read through the average, a paired comparison
+(``pixeldrl train --ema-decay 0.95`` validates and saves that average; ``ema_decay`` itself is not
+read here).
+
 Variants are ``TrainConfig`` overrides of the ``small`` preset (``VARIANTS``); ``ce`` trains the
 same network's policy logits with cross-entropy on X(0) (its ceiling, one step), ``unet`` the MONAI
 U-Net baseline with Dice + cross-entropy (``pixeldrl train --model unet``'s loss). Each run is its own
@@ -30,8 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # The recipe of ``pixeldrl.config`` defaults (one-step Eq. 8, fixed delta kernel, neutral start,
-# all-pixel averaging, clipping at 5) is ``recipe``; the others change one thing, or (``old``)
-# restore the recipe these defaults replaced.
+# all-pixel averaging, clipping at 5) is ``recipe``; the others change one
+# thing, or (``old``) restore the recipe these defaults replaced.
 OLD = dict(returns="multi_step", kernel="learned", init_keep_prob=0.95, alive_only=True, grad_clip=0.0,
            head_init_std=0.01, batch_size=2, lr=2e-3)
 VARIANTS: dict[str, dict] = {
@@ -41,11 +47,10 @@ VARIANTS: dict[str, dict] = {
     "multistep": dict(returns="multi_step"),
     "keep95": dict(init_keep_prob=0.95),
     "alive_only": dict(alive_only=True),
-    "mask_dead": dict(mask_dead=True),
     "augment": dict(augment=True),
     "done": dict(pixel_done=True),
     "done_gamma0.5": dict(pixel_done=True, gamma=0.5),
-    "mask_dead_augment": dict(mask_dead=True, augment=True),
+    "mask_dead": dict(mask_dead=True),
     "learned_kernel": dict(kernel="learned"),
     "all_actions": dict(policy_gradient="all_actions"),
     "noclip": dict(grad_clip=0.0),

@@ -115,11 +115,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--alive-only", action="store_true", default=None,
                    help="average the policy/entropy terms over still-unzeroed pixels only")
     r.add_argument("--pixel-done", action=argparse.BooleanOptionalAction, default=None,
-                   help="a zeroed pixel's episode ends: no bootstrap from it, no loss terms (default on)")
+                   help="a zeroed pixel's episode ends: no bootstrap from it, no loss terms (default off)")
     r.add_argument("--mask-dead", action="store_true", default=None,
                    help="drop zeroed pixels' policy/entropy terms, averaging over all pixels (implied by --pixel-done)")
     r.add_argument("--ema-decay", type=float,
-                   help="validate and save a moving average of the weights with this decay per update, 0 = off (default 0.95)")
+                   help="validate and save a moving average of the weights with this decay per update, e.g. 0.95 (default 0: off)")
     r.add_argument("--init-keep-prob", type=float, help="start the policy at this π(keep) (default: network init)")
     r.add_argument("--gamma", type=float, help="discount γ (default 0.95, the paper's)")
     r.add_argument("--entropy-beta", type=float, help="entropy bonus β (default 0.01)")
@@ -136,7 +136,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="roll out without gradients, then one forward/backward over all t_max·B states (GPU)")
     f.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                    help="NCHW instead of the faster NHWC layout")
-    f.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1)")
+    f.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1); they share one Adam, so divide --lr by N")
     f.add_argument("--shards", type=int, help="split each batch over this many threads, same gradient (CPU; default 1)")
     g = p.add_argument_group("run")
     g.add_argument("--out", default="", help="run folder (default runs/DATASET/PRESET/seedK)")

@@ -92,13 +92,14 @@ class TrainConfig:
     """Drop the policy/entropy terms of pixels already zeroed (their action changes nothing, so the
     terms are zero-mean noise) while still averaging over all pixels, so the expected gradient is
     the paper's (see ``pa3c.pa3c_losses``)."""
-    pixel_done: bool = True
+    pixel_done: bool = False
     """A pixel's episode ends when it is zeroed: its next-state value is 0 in Eq. 8's target, and
-    zeroed pixels drop out of the losses (averaged over all pixels still). See ``pa3c.pa3c_losses``."""
-    ema_decay: float = 0.95
+    zeroed pixels drop out of the losses (averaged over all pixels still). See ``pa3c.pa3c_losses``.
+    Off by default: measured at 64² only (README, "Training recipe")."""
+    ema_decay: float = 0.0
     """Validate, checkpoint and segment with an exponential moving average of the weights, updated
-    after every update with this decay (chosen 0.95, about the last 20 updates; 0: off, the weights
-    as trained; see ``training.train``)."""
+    after every update with this decay (0.95: about the last 20 updates; 0: off, the weights as
+    trained, the default: it did not raise the mean of the default recipe; see ``training.train``)."""
     head_init_std: float = 0.1
     """Std of the policy/value output layers' initial weights (chosen; see ``model.HEAD_INIT_STD``)."""
     init_keep_prob: float | None = None
@@ -144,7 +145,9 @@ class TrainConfig:
     shards: int = 1
     """Split each batch into this many shards, each on its own thread (CPU; the same gradient, see ``parallel``)."""
     workers: int = 1
-    """Asynchronous PA3C worker processes (Algorithm 1, Hogwild); 1 = the synchronous batched form."""
+    """Asynchronous PA3C worker processes (Algorithm 1, Hogwild); 1 = the synchronous batched form.
+    The workers step one shared Adam, so the weights move about N times as often per epoch: two
+    workers at the ``small`` preset's lr 4e-3 collapsed on the demo; divide ``lr`` by N (README)."""
     # --- bookkeeping
     val_every: int = 1
     """Validate (greedy Dice on the val split) every this many epochs; best checkpoint by it."""

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
 from pixeldrl.config import make_config
@@ -36,19 +35,8 @@ from pixeldrl.viewer import ViewSlice, write_view
 # Why these values: benchmarks/learning.py (variants × 3 seeds on these slices) found batch 8 with a
 # constant Adam 4e-3 (clipped at 5) learns best with the default recipe — better than a cosine decay
 # (64²) and than back-propagating through fewer steps for more epochs at the same time (128²); the
-# epoch count is what fits the 10-minute budget on a 2-core CPU (README, "Demo") with two
-# asynchronous workers (the fastest way to train there, benchmarks/demo_epoch.py).
-DEMO_TRAIN = dict(image_size=128, epochs=26, batch_size=8, lr=4e-3, lr_step=1000, lr_decay=1.0, val_every=1,
-                  workers=2)
-
-
-def demo_speed(device: str) -> dict:
-    """bfloat16 autocast where the CPU computes it natively (AVX512-BF16 or AMX: 1.2× faster per epoch
-    on the demo, benchmarks/demo_epoch.py); elsewhere float32, which emulated bf16 would slow down.
-    The workers are for CPUs only."""
-    if resolve_device(device).type != "cpu":
-        return {"workers": 1}
-    return {"amp": "bf16"} if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else {}
+# epoch count is what fits the 10-minute budget on a 2-core CPU (README, "Demo").
+DEMO_TRAIN = dict(image_size=128, epochs=20, batch_size=8, lr=4e-3, lr_step=1000, lr_decay=1.0, val_every=1)
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: str = "auto",
@@ -58,7 +46,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     counts = make_demo_dataset(data_dir, size=DEMO_TRAIN["image_size"])
     print(f"demo data: {counts} slices in {data_dir}")
     cfg = make_config("small", data=str(data_dir), out=str(run_dir), device=device, seed=seed,
-                      **{**DEMO_TRAIN, **demo_speed(device), **({"epochs": epochs} if epochs else {})})
+                      **{**DEMO_TRAIN, **({"epochs": epochs} if epochs else {})})
     resume = (run_dir / "checkpoint_latest.pt").exists()
     if resume:  # say so: a finished run takes seconds, which would otherwise look like a broken demo
         print(f"{run_dir}: holds a run; continuing it (a finished one is only evaluated and redrawn; "
