@@ -379,7 +379,6 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
     and ends the pixel's episode (its later value is 0), keeping earns 0 plus γ · V of the pixel
     still alive (the next state's value where it was kept, this state's where it was zeroed).
     """
-    kept_next = torch.cat([ro.alive[1:], ro.final_mask.unsqueeze(0)])  # alive at t+1 (T, B, H, W)
     if returns == "one_step":
         values = ro.values
         if pixel_done:
@@ -418,6 +417,7 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
         with torch.no_grad():  # Q and the baseline are targets
             v = ro.values
             v_next = torch.cat([v[1:], ro.bootstrap.unsqueeze(0)])  # (T, B, H, W)
+            kept_next = torch.cat([ro.alive[1:], ro.final_mask.unsqueeze(0)])  # alive at t+1
             q_zero = ro.alive * (1 - 2 * ro.gt.unsqueeze(0))  # Eq. 12 for zeroing a live pixel
             q_keep = gamma * torch.where(kept_next > 0, v_next, v) * ro.alive
             baseline = v * ro.alive
