@@ -128,7 +128,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="back-propagate through K random steps of each episode, the rest without a graph (0 = all)")
     r.add_argument("--infer-steps", type=int,
                    help="greedy steps at inference: 0 = the step validation scores best (default), k = always k")
-    f = p.add_argument_group("speed (the same computation, except --workers: asynchronous updates)")
+    f = p.add_argument_group("speed (none of these changes what is learned)")
     f.add_argument("--device", help="auto (default: CUDA when available, else CPU), cpu, cuda or cuda:N")
     f.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
     f.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing: large batches fit")
