@@ -104,6 +104,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--lr", type=float, help="Adam learning rate (preset default)")
     o.add_argument("--lr-schedule", choices=["step", "cosine"],
                    help="step: ×0.9 every 25 epochs (paper preset); cosine: down to 0 over the run")
+    o.add_argument("--coarse-epochs", type=int,
+                   help="train the first N epochs on slices shrunk to --coarse-size (progressive resizing; default 0)")
+    o.add_argument("--coarse-size", type=int, help="side of the coarse epochs' slices (default: half of --image-size)")
     o.add_argument("--seed", type=int, help="seed of weights, shuffling and actions (default 0)")
     r = p.add_argument_group("PA3C recipe (defaults: README, \"Training recipe\")")
     r.add_argument("--returns", choices=["one_step", "multi_step"],
@@ -152,7 +155,8 @@ _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", 
                  "val_every", "use_sam", "use_dilation", "augment", "amp", "recompute", "channels_last", "workers",
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
                  "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "gamma",
-                 "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase")
+                 "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase",
+                 "coarse_epochs", "coarse_size")
 
 
 def _read_run_config(path: Path) -> TrainConfig:

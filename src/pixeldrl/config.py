@@ -129,6 +129,12 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: off; chosen 5, the paper does not say)."""
     augment: bool = False
     """Random horizontal/vertical flips of training slices (chosen off: not in the paper)."""
+    coarse_epochs: int = 0
+    """Train the first this many epochs on the training slices shrunk to ``coarse_size`` (progressive
+    resizing: at half the side an epoch costs about a third), then at ``image_size``; validation and
+    every checkpoint stay at ``image_size``. 0: off (see ``training.train``)."""
+    coarse_size: int = 0
+    """Side of the coarse epochs' slices; 0: half of ``image_size``."""
     # --- speed (none of these changes what is computed; ``benchmarks/bench.py`` measures them)
     channels_last: bool | None = None
     """NHWC memory format for the network; None: by device (on for CPU, off for CUDA, see ``Agent.set_fast_paths``)."""
@@ -165,6 +171,10 @@ class TrainConfig:
         return net_config(self.preset, in_channels=self.in_channels, use_sam=self.use_sam,
                           use_dilation=self.use_dilation, norm=self.norm)
 
+    def coarse_side(self) -> int:
+        """Side of the coarse epochs' slices (``coarse_size``, or half of ``image_size``)."""
+        return self.coarse_size or max(8, self.image_size // 2)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -183,7 +193,7 @@ class TrainConfig:
         return cfg
 
 
-LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0)
+LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0, coarse_epochs=0, coarse_size=0)
 """What a stored config without these (newer) fields trained with: a resumed or re-evaluated older
 run keeps its recipe."""
 
@@ -213,12 +223,12 @@ def make_config(preset: str = "paper", **overrides) -> TrainConfig:
 IMAGE_SIZE_RULES = {"unet": (16, 32), "attention-unet": (16, 32), "unet++": (1, 32), "swin-unetr": (32, 64)}
 
 
-def check_image_size(model: str, size: int) -> None:
+def check_image_size(model: str, size: int, option: str = "--image-size") -> None:
     """InputError when ``model`` cannot take ``size`` × ``size`` inputs (:data:`IMAGE_SIZE_RULES`)."""
     multiple, least = IMAGE_SIZE_RULES.get(model, (1, 8))
     if size % multiple or size < least:
         what = f"a multiple of {multiple} that is at least {least}" if multiple > 1 else f"at least {least}"
-        raise InputError(f"--image-size {size}: {model} needs {what}")
+        raise InputError(f"{option} {size}: {model} needs {what}")
 
 
 MAX_IMAGE_SIZE = 4096
@@ -275,6 +285,11 @@ def validate(cfg: TrainConfig) -> None:
          "--two-phase works with all steps' gradients (--grad-steps 0) and per-sample normalisation (not --norm batch)"),
         (cfg.shards == 1 or cfg.workers == 1, "--shards and --workers cannot be combined; each worker has its own thread"),
         (cfg.val_every >= 1, f"val_every must be >= 1, got {cfg.val_every}"),
+        (cfg.coarse_epochs >= 0, f"--coarse-epochs must be >= 0, got {cfg.coarse_epochs}"),
+        (cfg.coarse_size == 0 or 8 <= cfg.coarse_size < cfg.image_size,
+         f"--coarse-size must be 0 (half the image size) or in 8..{cfg.image_size - 1} (below --image-size), "
+         f"got {cfg.coarse_size}"),
+        (cfg.coarse_epochs == 0 or cfg.workers == 1, "--coarse-epochs cannot be combined with --workers"),
         (cfg.axis in (0, 1, 2), f"--axis must be 0, 1 or 2, got {cfg.axis}"),
         (cfg.k_shot >= 0, f"--k-shot must be >= 0, got {cfg.k_shot}"),
         (cfg.split_level in ("patient", "slice"), f"--split-level must be patient or slice, got {cfg.split_level!r}"),
@@ -287,3 +302,5 @@ def validate(cfg: TrainConfig) -> None:
         if not ok:
             raise InputError(msg)
     check_image_size(cfg.model, cfg.image_size)
+    if cfg.coarse_epochs:
+        check_image_size(cfg.model, cfg.coarse_side(), "--coarse-size")

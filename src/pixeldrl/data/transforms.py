@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from skimage.transform import resize
 
 # --------------------------------------------------------------------------- intensities
@@ -109,6 +110,16 @@ def from_network(arr: np.ndarray, original_shape: Sequence[int], order: int) -> 
     d, top, left = _square_window((h, w))
     sq = _resize(a.astype(np.float32), (d, d), order)
     return _finish(sq[top : top + h, left : left + w], a)
+
+
+def shrink(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network-size slices (N, C, S, S) and masks (N, S, S) shrunk to ``size x size`` (the coarse
+    epochs of ``coarse_epochs``): both by area averaging (a 2× shrink averages 2×2 blocks), masks
+    kept where at least half of a new pixel was foreground. In memory, from the tensors already loaded, so the
+    data is read and cut once whatever its layout."""
+    small = F.interpolate(images, size=(size, size), mode="area")  # (N, C, size, size)
+    cover = F.interpolate(masks.unsqueeze(1), size=(size, size), mode="area").squeeze(1)  # (N, size, size)
+    return small, (cover >= 0.5).to(masks.dtype)
 
 
 # --------------------------------------------------------------------------- augmentation

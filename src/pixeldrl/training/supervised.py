@@ -3,8 +3,8 @@
     pixeldrl train --data DATA --model unet --preset small --epochs 20 --out runs/unet
 
 Everything but the model and the loss is PixelDRL-MG's: the same splits and input size
-(``data.dataset.load_dataset``, any layout), the same epochs, batch size, Adam learning rate and step decay, the same
-optional flips, validation Dice of the argmax mask every ``val_every`` epochs picking
+(``data.dataset.load_dataset``, any layout), the same epochs (and coarse epochs), batch size, Adam learning rate and
+step decay, the same optional flips, validation Dice of the argmax mask every ``val_every`` epochs picking
 ``checkpoint_best.pt``, and the same test evaluation at the images' original size. The run folder
 folder is the one of ``run.py`` (``config.json``, ``splits.json``, ``log.csv``,
 ``training_curve.png``, ``checkpoint_latest/best/final.pt``, ``summary.json``,
@@ -29,7 +29,7 @@ from pixeldrl.nets.baselines import Segmenter
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, validate
 from pixeldrl.data.folder import SliceDataset
-from pixeldrl.data.transforms import random_flip
+from pixeldrl.data.transforms import random_flip, shrink
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.progress import bar
@@ -83,6 +83,8 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: boo
     splits = load_dataset(cfg, progress=progress)  # any layout (data/dataset.py), as train.py
     cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds, val_ds = splits["train"], splits["val"]
+    coarse_ds = None if not cfg.coarse_epochs else SliceDataset(  # progressive resizing, as train.py
+        *shrink(train_ds.images, train_ds.masks, cfg.coarse_side()), train_ds.names, train_ds.original_shapes)
 
     torch.manual_seed(cfg.seed)
     model_kwargs = {"in_channels": cfg.in_channels}
@@ -110,7 +112,8 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: boo
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        stats = train_epoch(model, loss_fn, opt, train_ds, cfg, device, shuffle_gen, progress)
+        epoch_ds = coarse_ds if coarse_ds is not None and epoch <= cfg.coarse_epochs else train_ds
+        stats = train_epoch(model, loss_fn, opt, epoch_ds, cfg, device, shuffle_gen, progress)
         sched.step()
         best, val, _ = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),
                                     lambda: validate_dice(model, val_ds, 1, device), best, payload, 1)

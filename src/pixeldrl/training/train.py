@@ -24,6 +24,8 @@ from torch.optim.swa_utils import AveragedModel
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
 from pixeldrl.data.dataset import load_dataset
+from pixeldrl.data.folder import SliceDataset
+from pixeldrl.data.transforms import shrink
 from pixeldrl.errors import InputError, check_types, first_line
 from pixeldrl.models import build_agent
 from pixeldrl.progress import bar
@@ -76,6 +78,9 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
     splits = load_dataset(cfg, progress=progress)  # any layout
     cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds = splits["train"]
+    # Progressive resizing (``coarse_epochs``): the first epochs see the training slices shrunk.
+    coarse_ds = None if not cfg.coarse_epochs else SliceDataset(
+        *shrink(train_ds.images, train_ds.masks, cfg.coarse_side()), train_ds.names, train_ds.original_shapes)
 
     torch.manual_seed(cfg.seed)
     agent = build_agent(cfg).to(device)  # PixelDRL-MG, or PixelRL's network (baselines.py)
@@ -106,7 +111,7 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
     shards = ShardThreads(cfg.shards) if cfg.shards > 1 else None
     try:
         return _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch,
-                           best, steps, workers, shards, rank, world, progress, evaluate_test, ema)
+                           best, steps, workers, shards, rank, world, progress, evaluate_test, ema, coarse_ds)
     finally:
         for pool in (workers, shards):
             if pool is not None:
@@ -116,7 +121,7 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
 
 
 def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch, best,
-                steps, workers, shards, rank, world, progress, evaluate_test, ema=None) -> Path:
+                steps, workers, shards, rank, world, progress, evaluate_test, ema=None, coarse_ds=None) -> Path:
     main_rank = rank == 0
     scored = agent if ema is None else ema.module  # the weights validated, checkpointed and evaluated
     after_step = None if ema is None else (lambda: ema.update_parameters(agent))
@@ -141,14 +146,15 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         batches = epoch_batches(len(train_ds), cfg.batch_size, shuffle_gen)
+        epoch_ds = coarse_ds if coarse_ds is not None and epoch <= cfg.coarse_epochs else train_ds
         if workers is not None:
             stats = summarize(*workers.run_epoch(batches, lr, after_step))
         elif world > 1:
-            stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress,
+            stats = train_epoch(agent, opt, epoch_ds, cfg, device, shuffle_gen, sample_gen, progress,
                                 batches=shard_batches(batches, cfg.batch_size, rank, world),
                                 grad_hook=average_gradients, shards=shards, after_step=after_step)
         else:
-            stats = train_epoch(agent, opt, train_ds, cfg, device, shuffle_gen, sample_gen, progress, batches,
+            stats = train_epoch(agent, opt, epoch_ds, cfg, device, shuffle_gen, sample_gen, progress, batches,
                                 shards=shards, after_step=after_step)
         with warnings.catch_warnings():
             # With asynchronous workers the steps happen in the workers' optimisers, which the

@@ -1,0 +1,80 @@
+"""Progressive resizing (``coarse_epochs``): the first epochs train on shrunk slices, the rest,
+validation and the checkpoints at the run's image size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pixeldrl.training.update as update
+from pixeldrl.checkpoint import load_checkpoint
+from pixeldrl.config import make_config
+from pixeldrl.data.transforms import shrink
+from pixeldrl.errors import InputError
+from pixeldrl.training.train import train
+from synth_datasets import make_folder
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_shrink_keeps_a_pixel_where_half_of_it_was_foreground():
+    masks = torch.zeros(1, 4, 4)
+    masks[0, 0, :2] = 1  # top-left 2×2 block: half foreground -> kept
+    masks[0, 2, 2] = 1  # bottom-right block: a quarter -> dropped
+    masks[0, :2, 2:] = 1  # top-right block: all -> kept
+    images = torch.rand(1, 1, 4, 4)
+    small_images, small_masks = shrink(images, masks, 2)
+    assert small_images.shape == (1, 1, 2, 2) and small_masks.shape == (1, 2, 2)
+    assert small_masks.tolist() == [[[1.0, 1.0], [0.0, 0.0]]]
+    # 2× exactly: each new pixel is the mean of a 2×2 block
+    torch.testing.assert_close(small_images, images.reshape(1, 1, 2, 2, 2, 2).mean((3, 5)))
+
+
+def test_the_first_epochs_train_at_the_coarse_size_and_the_rest_at_the_image_size(tmp_path, monkeypatch):
+    seen = []
+    real = update.pa3c_update
+
+    def spy(agent, opt, images, masks, *args, **kw):
+        seen.append(tuple(images.shape[-2:]))
+        return real(agent, opt, images, masks, *args, **kw)
+
+    monkeypatch.setattr(update, "pa3c_update", spy)
+    data = make_folder(tmp_path / "data", n=8, size=24)
+    cfg = make_config("small", data=str(data), out=str(tmp_path / "run"), image_size=24, batch_size=4,
+                      epochs=3, coarse_epochs=2, seed=0)
+    run = train(cfg, progress=False, evaluate_test=False)
+    # 6 training images, batch 4: two updates an epoch; epochs 1-2 at 12², epoch 3 at 24²
+    assert seen == [(12, 12)] * 4 + [(24, 24)] * 2
+    ckpt = load_checkpoint(run / "checkpoint_latest.pt")
+    assert ckpt["config"]["coarse_epochs"] == 2 and ckpt["epoch"] == 3
+    # Resuming past the coarse epochs continues at the image size.
+    seen.clear()
+    train(make_config(**{**cfg.to_dict(), "epochs": 4}), resume=True, progress=False, evaluate_test=False)
+    assert seen == [(24, 24)] * 2
+
+
+@pytest.mark.parametrize("kw,name", [(dict(coarse_size=24), "--coarse-size"), (dict(coarse_epochs=-1), "--coarse-epochs"),
+                                     (dict(coarse_epochs=2, workers=2), "--workers")])
+def test_impossible_coarse_settings_are_refused(kw, name):
+    with pytest.raises(InputError, match=name):
+        make_config("small", image_size=24, **kw)
+
+
+def test_the_u_net_baseline_takes_the_same_coarse_epochs(tmp_path, monkeypatch):
+    import pixeldrl.training.supervised as supervised
+
+    seen = []
+    real = supervised.train_epoch
+
+    def spy(model, loss_fn, opt, ds, *args, **kw):
+        seen.append(tuple(ds.images.shape[-2:]))
+        return real(model, loss_fn, opt, ds, *args, **kw)
+
+    monkeypatch.setattr(supervised, "train_epoch", spy)
+    data = make_folder(tmp_path / "data", n=8, size=64)
+    cfg = make_config("small", model="unet", data=str(data), out=str(tmp_path / "run"), image_size=64, batch_size=4,
+                      epochs=2, coarse_epochs=1, seed=0)
+    train(cfg, progress=False, evaluate_test=False)
+    assert seen == [(32, 32), (64, 64)]
+    with pytest.raises(InputError, match="--coarse-size 16: unet needs"):
+        make_config("small", model="unet", image_size=32, coarse_epochs=1)
