@@ -36,7 +36,9 @@ def main() -> None:
     a = p.parse_args()
     make_demo_dataset("runs/demo_data", size=DEMO_TRAIN["image_size"])
     cfg = make_config("small", data="runs/demo_data", out=a.out,
-                      **{**DEMO_TRAIN, "workers": a.workers, "shards": a.shards, "amp": a.amp})
+                      **{**DEMO_TRAIN, "workers": a.workers, "shards": a.shards, "amp": a.amp,
+                         # the asynchronous workers hold one copy of the slices: no coarse epochs with them
+                         **({"coarse_epochs": 0} if a.workers > 1 else {})})
     t0 = time.time()
     run = train(cfg, progress=False)
     wall = time.time() - t0

@@ -67,6 +67,9 @@ VARIANTS: dict[str, dict] = {
     "gradsteps3": dict(grad_steps=3),
     "gradsteps3_e36": dict(grad_steps=3, epochs=36),  # about the recipe's training time at 20 epochs
     "bn": dict(norm="batch"),
+    # progressive resizing: the first epochs at half the side (about a third of the time each)
+    "coarse24_e36": dict(coarse_epochs=24, epochs=36),
+    "coarse30_e40": dict(coarse_epochs=30, epochs=40),
     "recipe_e20": dict(epochs=20),  # all steps for 20 epochs ≈ grad_steps 3 for 36
     "ce": dict(),  # supervised ceiling of the same network (any variant named ce_*: of that variant's network)
     "ce_bn": dict(norm="batch"),

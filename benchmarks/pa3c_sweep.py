@@ -37,7 +37,7 @@ def one(args):
     from pixeldrl.training.train import train
 
     t0 = time.time()
-    kw = {**DEMO_TRAIN, "epochs": epochs, **RUNS[name]}
+    kw = {**DEMO_TRAIN, "epochs": epochs, "coarse_epochs": 0, **RUNS[name]}  # every epoch at 128², as swept
     cfg = make_config("small", data=data, out=f"{out}/{name}", device=device, **kw)
     try:
         train(cfg, progress=False, evaluate_test=False)

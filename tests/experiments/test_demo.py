@@ -1,4 +1,4 @@
-"""The main job, ``pixeldrl demo``, end to end (one epoch instead of 20): real MNI152 slices from the
+"""The main job, ``pixeldrl demo``, end to end (one epoch instead of 36): real MNI152 slices from the
 nilearn wheel, PA3C training, test metrics and the three figures; a second call on the same folder
 continues the run instead of training anew, and says so."""
 
@@ -8,7 +8,16 @@ import csv
 
 import pytest
 
-from pixeldrl.experiments.demo import run_demo
+from pixeldrl.experiments.demo import demo_config, run_demo
+
+
+def test_the_demo_trains_two_thirds_of_its_epochs_at_half_the_side_whatever_the_budget(tmp_path):
+    default = demo_config(tmp_path)
+    assert (default.epochs, default.coarse_epochs, default.coarse_side(), default.image_size) == (36, 24, 64, 128)
+    assert (default.data, default.out) == (str(tmp_path / "data"), str(tmp_path / "run"))
+    shorter = demo_config(tmp_path, epochs=9)
+    assert (shorter.epochs, shorter.coarse_epochs) == (9, 6)
+    assert demo_config(tmp_path, epochs=1).coarse_epochs == 0  # one epoch: at the full size
 
 
 @pytest.mark.slow
