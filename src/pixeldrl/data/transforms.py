@@ -1,4 +1,4 @@
-"""Transforms: intensities to [0, 1], images to and from the network's size, training flips.
+"""Transforms: intensities to [0, 1], images to and from the network's size, training flips, the coarse epochs' shrink.
 
 Network-size mapping
 --------------------
