@@ -154,11 +154,9 @@ def run_one(job) -> dict:
     shuffle_gen = torch.Generator().manual_seed(seed)
     sample_gen = torch.Generator().manual_seed(seed + 1)
     train = splits["train"]
-    if cfg.coarse_epochs:  # progressive resizing, as training.train does it
-        from pixeldrl.data.folder import SliceDataset
-        from pixeldrl.data.transforms import shrink
+    from pixeldrl.training.run import coarse_dataset, epoch_dataset
 
-        coarse = SliceDataset(*shrink(train.images, train.masks, cfg.coarse_side()), train.names, train.original_shapes)
+    coarse = coarse_dataset(cfg, train)  # progressive resizing, as training.train does it
     # Exponential moving averages of the weights, updated after every step and evaluated beside
     # the online weights at every evaluation (the same runs: a paired comparison, no extra training).
     from torch.optim.swa_utils import AveragedModel
@@ -170,7 +168,7 @@ def run_one(job) -> dict:
     train_seconds = 0.0
     for epoch in range(1, cfg.epochs + 1):
         t_epoch = time.perf_counter()
-        ds = coarse if cfg.coarse_epochs and epoch <= cfg.coarse_epochs else train
+        ds = epoch_dataset(cfg, epoch, train, coarse)
         for idx in epoch_batches(len(train), cfg.batch_size, shuffle_gen):
             images, masks = ds.images[idx], ds.masks[idx]
             if cfg.augment:  # as update.train_epoch does

@@ -41,6 +41,7 @@ from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint, save_che
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.layouts import detect_format
+from pixeldrl.data.transforms import shrink
 from pixeldrl.evaluate import evaluate_checkpoint, evaluate_slices, write_result
 from pixeldrl.errors import InputError, check_types, first_line
 from pixeldrl.fileio import LOCK_NAME, atomic_write, folder_lock, write_csv
@@ -51,6 +52,21 @@ from pixeldrl.rl.pa3c import Agent, segment
 
 LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
               "train_dice", "val_dice", "val_steps", "seconds"]
+
+
+def coarse_dataset(cfg: TrainConfig, train_ds: SliceDataset) -> SliceDataset | None:
+    """The training split shrunk for the coarse epochs (``coarse_epochs``: progressive resizing), or
+    None without them. Both training loops (PA3C and the U-Nets) train epoch ``e`` on
+    :func:`epoch_dataset`."""
+    if not cfg.coarse_epochs:
+        return None
+    return SliceDataset(*shrink(train_ds.images, train_ds.masks, cfg.coarse_side()), train_ds.names,
+                        train_ds.original_shapes)
+
+
+def epoch_dataset(cfg: TrainConfig, epoch: int, train_ds: SliceDataset, coarse_ds: SliceDataset | None) -> SliceDataset:
+    """What epoch ``epoch`` (from 1) trains on: the shrunk split during the coarse epochs, else the split."""
+    return coarse_ds if coarse_ds is not None and epoch <= cfg.coarse_epochs else train_ds
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:

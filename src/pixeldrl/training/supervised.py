@@ -29,11 +29,12 @@ from pixeldrl.nets.baselines import Segmenter
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, validate
 from pixeldrl.data.folder import SliceDataset
-from pixeldrl.data.transforms import random_flip, shrink
+from pixeldrl.data.transforms import random_flip
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.progress import bar
-from pixeldrl.training.run import (TensorBoardLog, batch_dice, epoch_batches, finish_run, make_scheduler, open_run, read_log,
+from pixeldrl.training.run import (TensorBoardLog, batch_dice, coarse_dataset, epoch_batches, epoch_dataset,
+                                   finish_run, make_scheduler, open_run, read_log,
                                    record_epoch, restore_run, run_folder, validate_dice, write_json)
 
 
@@ -83,8 +84,7 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: boo
     splits = load_dataset(cfg, progress=progress)  # any layout (data/dataset.py), as train.py
     cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds, val_ds = splits["train"], splits["val"]
-    coarse_ds = None if not cfg.coarse_epochs else SliceDataset(  # progressive resizing, as train.py
-        *shrink(train_ds.images, train_ds.masks, cfg.coarse_side()), train_ds.names, train_ds.original_shapes)
+    coarse_ds = coarse_dataset(cfg, train_ds)  # progressive resizing, as train.py
 
     torch.manual_seed(cfg.seed)
     model_kwargs = {"in_channels": cfg.in_channels}
@@ -112,7 +112,7 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, resume: boo
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        epoch_ds = coarse_ds if coarse_ds is not None and epoch <= cfg.coarse_epochs else train_ds
+        epoch_ds = epoch_dataset(cfg, epoch, train_ds, coarse_ds)
         stats = train_epoch(model, loss_fn, opt, epoch_ds, cfg, device, shuffle_gen, progress)
         sched.step()
         best, val, _ = record_epoch(run_dir, log, cfg, {"epoch": epoch, "lr": lr, **stats}, t0, len(val_ds),

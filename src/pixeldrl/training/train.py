@@ -24,13 +24,12 @@ from torch.optim.swa_utils import AveragedModel
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import PA3C_MODELS, TrainConfig, validate
 from pixeldrl.data.dataset import load_dataset
-from pixeldrl.data.folder import SliceDataset
-from pixeldrl.data.transforms import shrink
 from pixeldrl.errors import InputError, check_types, first_line
 from pixeldrl.models import build_agent
 from pixeldrl.progress import bar
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, dist_env, init_distributed, shard_batches
-from pixeldrl.training.run import (TensorBoardLog, check_memory, epoch_batches, finish_run, make_scheduler, open_run, read_log, record_epoch,
+from pixeldrl.training.run import (TensorBoardLog, check_memory, coarse_dataset, epoch_batches, epoch_dataset,
+                                   finish_run, make_scheduler, open_run, read_log, record_epoch,
                                    restore_run, run_folder, validate_dice, write_json)
 from pixeldrl.training.supervised import train_supervised
 from pixeldrl.training.update import ShardThreads, summarize, train_epoch
@@ -78,9 +77,7 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
     splits = load_dataset(cfg, progress=progress)  # any layout
     cfg = dataclasses.replace(cfg, **splits.resolved)  # what the data decided goes into config.json
     train_ds = splits["train"]
-    # Progressive resizing (``coarse_epochs``): the first epochs see the training slices shrunk.
-    coarse_ds = None if not cfg.coarse_epochs else SliceDataset(
-        *shrink(train_ds.images, train_ds.masks, cfg.coarse_side()), train_ds.names, train_ds.original_shapes)
+    coarse_ds = coarse_dataset(cfg, train_ds)  # progressive resizing: the first epochs' shrunk slices
 
     torch.manual_seed(cfg.seed)
     agent = build_agent(cfg).to(device)  # PixelDRL-MG, or PixelRL's network (baselines.py)
@@ -146,7 +143,7 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         batches = epoch_batches(len(train_ds), cfg.batch_size, shuffle_gen)
-        epoch_ds = coarse_ds if coarse_ds is not None and epoch <= cfg.coarse_epochs else train_ds
+        epoch_ds = epoch_dataset(cfg, epoch, train_ds, coarse_ds)
         if workers is not None:
             stats = summarize(*workers.run_epoch(batches, lr, after_step))
         elif world > 1:
