@@ -131,8 +131,9 @@ class TrainConfig:
     """Random horizontal/vertical flips of training slices (chosen off: not in the paper)."""
     coarse_epochs: int = 0
     """Train the first this many epochs on the training slices shrunk to ``coarse_size`` (progressive
-    resizing: at half the side an epoch costs about a third), then at ``image_size``; validation and
-    every checkpoint stay at ``image_size``. 0: off (see ``training.train``)."""
+    resizing: on the demo an epoch at half the side cost about 0.4 of a full one), then at
+    ``image_size``; validation and every checkpoint stay at ``image_size``. 0: off (see
+    ``training.run.coarse_dataset``)."""
     coarse_size: int = 0
     """Side of the coarse epochs' slices; 0: half of ``image_size``."""
     # --- speed (none of these changes what is computed; ``benchmarks/bench.py`` measures them)
