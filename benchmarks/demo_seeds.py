@@ -10,6 +10,12 @@ other ``TrainConfig`` field (``--set pixel_done=true``) for a variant of the rec
 the U-Net alike (the U-Net ignores the PA3C fields). Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
 settings (same split, epochs, batch size, learning rate) for each seed. Prints a table of test
 metrics (mean ± std over seeds) and writes it, with every run's summary, to ``--keep``.
+
+A second table splits the test slices by the area of their white-matter label (pixels at the
+network's side): the demo's mean is an average over slices, and a handful of slices at the top and
+bottom of the brain, with labels of 10–700 pixels, weigh as much as the large mid-brain ones.
+``--from DIR`` prints both tables for the runs an earlier call left in ``DIR`` (its ``--out``)
+without training anything.
 """
 
 from __future__ import annotations
@@ -28,6 +34,47 @@ from pixeldrl.experiments.demo import DEMO_TRAIN, run_demo
 from pixeldrl.training.train import train
 
 KEYS = ("DICE", "PPV", "SEN", "IoU", "BIoU", "HD95")
+AREA_BANDS = ((0, 200), (200, 1000), (1000, None))
+"""Label-area bands (pixels) of the by-area table: the demo's test split at 128² has 5 slices under
+200 pixels (the top of the brain), 8 between 200 and 1000 (the bottom), 16 above 1000."""
+
+
+def mean_std(values) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def by_area_table(runs: dict[str, list[Path]], data: Path) -> str:
+    """DICE and BIoU over the test slices of each label-area band, mean ± std over each model's runs.
+
+    ``runs`` maps a model's name to its run folders (each with the ``summary.json`` that training
+    writes: the per-image test metrics); ``data`` is the demo data folder they were tested on.
+    """
+    from pixeldrl.data.images import read_mask
+
+    area = {f.stem: int((read_mask(f) > 0).sum()) for f in sorted((data / "test" / "masks").glob("*.png"))}
+    head = ["model"] + [f"{lo}–{hi} px" if hi else f"≥ {lo} px" for lo, hi in AREA_BANDS]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * len(AREA_BANDS)]
+    counts = [sum(lo <= a and (hi is None or a < hi) for a in area.values()) for lo, hi in AREA_BANDS]
+    lines.append("| test slices | " + " | ".join(str(c) for c in counts) + " |")
+    for name, folders in runs.items():
+        if not folders:
+            continue
+        per_run = [json.loads((f / "summary.json").read_text())["per_image"] for f in folders]
+        for key in ("DICE", "BIoU"):
+            cells = []
+            for lo, hi in AREA_BANDS:
+                means = [np.mean([r[key] for r in rows if lo <= area[r["name"]] and (hi is None or area[r["name"]] < hi)])
+                         for rows in per_run]
+                cells.append(mean_std(means))
+            lines.append(f"| {name} {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_folders(out: Path, seeds) -> dict[str, list[Path]]:
+    """The run folders that ``main`` leaves under ``out`` for these seeds (those that exist)."""
+    found = {"pixeldrl": [out / f"seed{s}" / "run" for s in seeds],
+             "unet": [out / f"unet_seed{s}" for s in seeds]}
+    return {k: [f for f in v if (f / "summary.json").is_file()] for k, v in found.items()}
 
 
 def main() -> None:
@@ -38,7 +85,13 @@ def main() -> None:
     p.add_argument("--no-unet", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field of the demo's training (a recipe variant)")
+    p.add_argument("--from", dest="from_dir", metavar="DIR",
+                   help="only print the by-area table of the runs an earlier call left in DIR")
     a = p.parse_args()
+    if a.from_dir:
+        src = Path(a.from_dir)
+        print(by_area_table(run_folders(src, a.seeds), src / f"seed{a.seeds[0]}" / "data"))
+        return
     defaults = TrainConfig().to_dict()
     for item in a.set:
         key, _, value = item.partition("=")
@@ -70,9 +123,12 @@ def main() -> None:
              "| model | " + " | ".join(KEYS) + " | wall (s) |", "|---|" + "---|" * (len(KEYS) + 1)]
     for name, rs in rows.items():
         if rs:
-            cell = lambda k: f"{np.mean([r[k] for r in rs]):.3f} ± {np.std([r[k] for r in rs]):.3f}"
+            cell = lambda k: mean_std([r[k] for r in rs])
             lines.append(f"| {name} | " + " | ".join(cell(k) for k in KEYS)
                          + f" | {np.mean([r['wall_s'] for r in rs]):.0f} (max {max(r['wall_s'] for r in rs):.0f}) |")
+    lines += ["", "By label area (test slices grouped by their label's pixels at 128²; mean over the band's "
+              "slices, then mean ± std over seeds):", "",
+              by_area_table(run_folders(out, a.seeds), out / f"seed{a.seeds[0]}" / "data")]
     table = "\n".join(lines)
     print(table)
     if a.keep:

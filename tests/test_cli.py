@@ -614,6 +614,26 @@ def test_resume_uses_the_runs_own_config(tmp_path, capsys):
     assert [int(r["epoch"]) for r in read_log(run_dir)] == [1, 2]
 
 
+def test_resume_refuses_an_option_it_would_ignore(tmp_path, capsys):
+    # --resume trains on with the run's stored settings: another --ema-decay or --lr given with it
+    # would be silently ignored, so it is refused by name and the run is left as it was.
+    data = make_folder(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    rc, _, err = run_cli(capsys, "train", "--data", data, *FAST, "--out", run_dir)
+    assert rc == 0, err
+    before = snapshot(run_dir)
+    rc, _, err = run_cli(capsys, "train", "--data", data, "--epochs", "2", "--ema-decay", "0.9", "--lr", "0.001",
+                         "--out", run_dir, "--resume")
+    assert_input_error(rc, err, "--ema-decay 0.9", "--lr 0.001", str(run_dir / "config.json"))
+    assert snapshot(run_dir) == before
+    # The run's own values, the budget and TensorBoard may be given.
+    rc, _, err = run_cli(capsys, "train", "--data", data, *[a if a != "1" else "2" for a in FAST], "--ema-decay", "0",
+                         "--tensorboard", "--out", run_dir, "--resume")
+    assert rc == 0, err
+    assert [int(r["epoch"]) for r in read_log(run_dir)] == [1, 2]
+    assert (run_dir / "tensorboard").is_dir()
+
+
 def test_predict_save_prob_and_removal_agree_with_the_mask(trained, tmp_path, capsys):
     import tifffile
 
@@ -642,7 +662,7 @@ def test_every_option_has_help_and_each_command_an_example():
         missing = [a.option_strings or a.dest for a in p._actions if not a.help]
         assert not missing, (name, missing)
     groups = [g.title for g in sub.choices["train"]._action_groups]
-    assert {"data", "model", "optimisation", "speed (none of these changes what is learned)", "run"} <= set(groups)
+    assert {"data", "model", "optimisation", "speed (--amp and --workers also change the numbers a run learns; the rest only how fast)", "run"} <= set(groups)
 
 
 def test_version_and_quiet(capsys):

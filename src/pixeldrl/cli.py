@@ -131,7 +131,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="back-propagate through K random steps of each episode, the rest without a graph (0 = all)")
     r.add_argument("--infer-steps", type=int,
                    help="greedy steps at inference: 0 = the step validation scores best (default), k = always k")
-    f = p.add_argument_group("speed (none of these changes what is learned)")
+    f = p.add_argument_group("speed (--amp and --workers also change the numbers a run learns; the rest only how fast)")
     f.add_argument("--device", help="auto (default: CUDA when available, else CPU), cpu, cuda or cuda:N")
     f.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast of the forward passes (GPU, or CPU with AVX512-BF16)")
     f.add_argument("--recompute", action="store_true", default=None, help="activation checkpointing: large batches fit")
@@ -167,6 +167,23 @@ def _read_run_config(path: Path) -> TrainConfig:
     return TrainConfig.from_dict(stored, str(path))
 
 
+# What ``--resume`` may change: the budget and where and how it runs, not what it learns.
+_RESUME_MAY_CHANGE = ("epochs", "device", "tensorboard")
+
+
+def _refuse_changed_settings(a: argparse.Namespace, cfg: TrainConfig, path: Path) -> None:
+    """``--resume`` continues a run with its stored settings: an option given with another value
+    than the run's (``--lr``, ``--ema-decay``, …) would otherwise be silently ignored, so refuse it."""
+    given = {k: getattr(a, k) for k in _TRAIN_FIELDS if k not in _RESUME_MAY_CHANGE and getattr(a, k, None) is not None}
+    asked = TrainConfig.from_dict({**cfg.to_dict(), **given}, "the options")  # the options' values, normalised
+    changed = [f"--{k.replace('_', '-')} {getattr(asked, k)} (the run's: {getattr(cfg, k)})"
+               for k in given if getattr(asked, k) != getattr(cfg, k)]
+    if changed:
+        raise InputError(f"--resume continues the run with its own settings ({path}); these options differ from "
+                         f"them: {', '.join(changed)}. Drop them, or start a new run from its settings with "
+                         f"--config {path} and another --out")
+
+
 def train_config(a: argparse.Namespace) -> TrainConfig:
     """The TrainConfig ``train``'s options describe: the preset's values (or ``--config``'s), then
     every option given on the command line."""
@@ -195,9 +212,11 @@ def cmd_train(a: argparse.Namespace) -> int:
         cfg = _read_run_config(path)
         if Path(a.data).resolve() != Path(cfg.data).resolve():
             raise InputError(f"--data {a.data}: the run in {a.out} was trained on {cfg.data}; resume with that dataset")
+        _refuse_changed_settings(a, cfg, path)
         cfg.out = a.out
         cfg.epochs = a.epochs or cfg.epochs
         cfg.device = a.device or cfg.device
+        cfg.tensorboard = cfg.tensorboard if a.tensorboard is None else a.tensorboard
         validate(cfg)
         run_dir = train(cfg, resume=True)
         print(f"run folder: {run_dir}")

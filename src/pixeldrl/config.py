@@ -136,7 +136,7 @@ class TrainConfig:
     ``training.run.coarse_dataset``)."""
     coarse_size: int = 0
     """Side of the coarse epochs' slices; 0: half of ``image_size``."""
-    # --- speed (none of these changes what is computed; ``benchmarks/bench.py`` measures them)
+    # --- speed (``benchmarks/bench.py`` measures them; ``amp`` and ``workers`` also change the numbers, the rest only the time)
     channels_last: bool | None = None
     """NHWC memory format for the network; None: by device (on for CPU, off for CUDA, see ``Agent.set_fast_paths``)."""
     amp: str = "none"
