@@ -291,6 +291,24 @@ def test_pixel_done_ends_a_zeroed_pixels_episode():
     assert not math.isclose(L_paper.value.item(), value, rel_tol=1e-3)
 
 
+def test_pixel_done_cuts_the_multi_step_return_where_the_pixel_was_zeroed():
+    import dataclasses
+
+    ro, _, _ = _two_step_rollout()
+    # V(s(T)) reads 0.8 on the zeroed pixel 0 and 0.4 on the live pixel 1.
+    ro = dataclasses.replace(ro, bootstrap=torch.tensor([[[0.8, 0.4]]]))
+    L = pa3c_losses(ro, ReturnKernel(1), 0.5, value_coef=1.0, entropy_beta=0.0, returns="multi_step",
+                    pixel_done=True)
+    # Pixel 0: R(0) = 1 + γ·0 (its episode ended at t=0); pixel 1: R(1) = 0 + γ·0.4 = 0.2,
+    # R(0) = 0 + γ·0.2 = 0.1. The dead pixel at t=1 has no value term.
+    value = (0.5 * (1 - 0.5) ** 2 + 0.5 * (0.1 - 0.3) ** 2) / 2 + 0.5 * (0.2 - 0.4) ** 2 / 2
+    assert math.isclose(L.value.item(), value, rel_tol=1e-6)
+    # Without it the dead pixel's 0.8 flows back into pixel 0's return: R(0) = 1 + 0.5·(0 + 0.5·0.8) = 1.2.
+    L_paper = pa3c_losses(ro, ReturnKernel(1), 0.5, value_coef=1.0, entropy_beta=0.0, returns="multi_step")
+    assert math.isclose(L_paper.value.item(), (0.5 * 0.7 ** 2 + 0.5 * 0.2 ** 2) / 2 + (0.5 * 0.2 ** 2 + 0.5 * 0.2 ** 2) / 2,
+                        rel_tol=1e-6)
+
+
 def test_mask_dead_drops_only_the_dead_pixels_policy_and_entropy_terms():
     ro, _, log_probs = _two_step_rollout()
     full = pa3c_losses(ro, ReturnKernel(1), 0.5, value_coef=1.0, entropy_beta=0.0)

@@ -345,16 +345,19 @@ def one_step_returns(rewards: torch.Tensor, values: torch.Tensor, bootstrap: tor
 
 
 def nstep_returns(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float,
-                  kernel: ReturnKernel) -> torch.Tensor:
+                  kernel: ReturnKernel, alive_next: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 8 in PixelRL's multi-step form (``returns="multi_step"``): ``R(t) = r(t) + γ · (w ∗ R(t+1))``
     backwards from ``R(t_max) = V(s(t_max))`` (or 0).
 
     rewards (T, B, H, W), bootstrap (B, H, W) → returns (T, B, H, W), differentiable w.r.t. ``w``.
+    ``alive_next`` (T, B, H, W), 1 where the pixel is still unzeroed at t+1 (``pixel_done``): a
+    zeroed pixel's episode is over, so its later returns count 0 in the recursion.
     """
     returns = []
     r_next = bootstrap
     for t in range(rewards.shape[0] - 1, -1, -1):
-        r_next = rewards[t] + gamma * kernel(r_next)
+        later = r_next if alive_next is None else r_next * alive_next[t]
+        r_next = rewards[t] + gamma * kernel(later)
         returns.append(r_next)
     return torch.stack(returns[::-1])
 
@@ -391,7 +394,8 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
             bootstrap = ro.bootstrap
         ret = one_step_returns(ro.rewards, values, bootstrap, gamma, kernel)  # (T, B, H, W)
     elif returns == "multi_step":
-        ret = nstep_returns(ro.rewards, ro.bootstrap, gamma, kernel)
+        alive_next = torch.cat([ro.alive[1:], ro.final_mask.unsqueeze(0)]) if pixel_done else None  # (T, B, H, W)
+        ret = nstep_returns(ro.rewards, ro.bootstrap, gamma, kernel, alive_next)
     else:
         raise ValueError(f"returns must be one_step or multi_step, got {returns!r}")
     advantage = ret - ro.values
