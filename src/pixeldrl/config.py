@@ -290,7 +290,6 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.coarse_size == 0 or 8 <= cfg.coarse_size < cfg.image_size,
          f"--coarse-size must be 0 (half the image size) or in 8..{cfg.image_size - 1} (below --image-size), "
          f"got {cfg.coarse_size}"),
-        (cfg.coarse_epochs == 0 or cfg.workers == 1, "--coarse-epochs cannot be combined with --workers"),
         (cfg.axis in (0, 1, 2), f"--axis must be 0, 1 or 2, got {cfg.axis}"),
         (cfg.k_shot >= 0, f"--k-shot must be >= 0, got {cfg.k_shot}"),
         (cfg.split_level in ("patient", "slice"), f"--split-level must be patient or slice, got {cfg.split_level!r}"),

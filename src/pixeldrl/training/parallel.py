@@ -109,8 +109,8 @@ def share_adam_state(opt: torch.optim.Adam) -> list[dict]:
     return states
 
 
-def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict], images: torch.Tensor,
-            masks: torch.Tensor, threads: int, jobs, results) -> None:
+def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict], sets: list[tuple[torch.Tensor, torch.Tensor]],
+            threads: int, jobs, results) -> None:
     torch.set_num_threads(threads)
     local = build_agent(cfg)
     local.set_fast_paths(cfg.channels_last, amp=cfg.amp, recompute=cfg.recompute)
@@ -130,10 +130,11 @@ def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict]
         job = jobs.get()  # one batch at a time from the shared queue: a slowed worker takes fewer
         if job is None:
             return
-        lr, idx = job
+        lr, which, idx = job
         for g in opt.param_groups:
             g["lr"] = lr
         local.load_state_dict(global_agent.state_dict())  # sync with the global parameters
+        images, masks = sets[which]
         x, y = images[idx].clone(), masks[idx].clone()
         if cfg.augment:
             x, y = random_flip(x, y, flip_gen)
@@ -145,27 +146,30 @@ class AsyncWorkers:
     """N persistent worker processes training one shared agent (see the module docstring)."""
 
     def __init__(self, cfg: TrainConfig, agent: Agent, opt: torch.optim.Adam, images: torch.Tensor,
-                 masks: torch.Tensor):
+                 masks: torch.Tensor, coarse: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """``images``, ``masks``: the training split; ``coarse``: the same slices shrunk for the
+        coarse epochs (``coarse_epochs``), if any. Both are shared with the workers once, here."""
         self.n = cfg.workers
         agent.share_memory()
         states = share_adam_state(opt)
-        images, masks = images.share_memory_(), masks.share_memory_()
+        sets = [(images, masks)] + ([coarse] if coarse is not None else [])
+        sets = [(x.share_memory_(), y.share_memory_()) for x, y in sets]
         threads = max(1, torch.get_num_threads() // self.n)
         ctx = mp.get_context("spawn")
         self.jobs = ctx.SimpleQueue()  # shared by all workers: whoever is free takes the next batch
         self.results = ctx.Queue()
-        self.procs = [ctx.Process(target=_worker, args=(r, cfg, agent, states, images, masks, threads,
+        self.procs = [ctx.Process(target=_worker, args=(r, cfg, agent, states, sets, threads,
                                                         self.jobs, self.results), daemon=True)
                       for r in range(self.n)]
         for proc in self.procs:
             proc.start()
 
-    def run_epoch(self, batches: list[torch.Tensor], lr: float, after_step=None) -> tuple[list, list]:
+    def run_epoch(self, batches: list[torch.Tensor], lr: float, after_step=None, coarse: bool = False) -> tuple[list, list]:
         """Queue the epoch's batches, wait for all of them; (stats, dices) of the epoch.
         ``after_step()`` runs in this process as each worker's update arrives (the weight average
-        reads the shared parameters then)."""
+        reads the shared parameters then). ``coarse``: the batches index the shrunk slices."""
         for idx in batches:
-            self.jobs.put((lr, idx))
+            self.jobs.put((lr, int(coarse), idx))
         stats, dices = [], []
         while len(stats) < len(batches):
             try:

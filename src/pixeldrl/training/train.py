@@ -104,7 +104,8 @@ def _train_in(cfg: TrainConfig, run_dir: Path, device: torch.device, rank: int, 
             except (RuntimeError, KeyError) as e:
                 raise InputError(f"{latest}: does not fit this run's model: {first_line(e)}") from None
             ema.n_averaged.fill_(ckpt["ema_updates"])
-    workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks) if cfg.workers > 1 else None
+    coarse = None if coarse_ds is None else (coarse_ds.images, coarse_ds.masks)
+    workers = AsyncWorkers(cfg, agent, opt, train_ds.images, train_ds.masks, coarse) if cfg.workers > 1 else None
     shards = ShardThreads(cfg.shards) if cfg.shards > 1 else None
     try:
         return _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sample_gen, start_epoch,
@@ -145,7 +146,7 @@ def _train_loop(cfg, agent, opt, sched, splits, run_dir, device, shuffle_gen, sa
         batches = epoch_batches(len(train_ds), cfg.batch_size, shuffle_gen)
         epoch_ds = epoch_dataset(cfg, epoch, train_ds, coarse_ds)
         if workers is not None:
-            stats = summarize(*workers.run_epoch(batches, lr, after_step))
+            stats = summarize(*workers.run_epoch(batches, lr, after_step, coarse=epoch_ds is coarse_ds))
         elif world > 1:
             stats = train_epoch(agent, opt, epoch_ds, cfg, device, shuffle_gen, sample_gen, progress,
                                 batches=shard_batches(batches, cfg.batch_size, rank, world),
