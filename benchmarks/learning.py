@@ -71,6 +71,10 @@ VARIANTS: dict[str, dict] = {
     "coarse24_e36": dict(coarse_epochs=24, epochs=36),
     "coarse30_e40": dict(coarse_epochs=30, epochs=40),
     "recipe_e20": dict(epochs=20),  # all steps for 20 epochs ≈ grad_steps 3 for 36
+    # shorter training episodes (inference keeps stopping once a step changes nothing): t_max 3
+    # costs about a third of an epoch of t_max 10, so 60 epochs ≈ the recipe's time at 20
+    "tmax3": dict(t_max=3),
+    "tmax3_e60": dict(t_max=3, epochs=60),
     "ce": dict(),  # supervised ceiling of the same network (any variant named ce_*: of that variant's network)
     "ce_bn": dict(norm="batch"),
     "ce_nonorm": dict(norm="none"),
@@ -306,7 +310,8 @@ def main() -> None:
     jobs = [(v, s, data, a.size, a.epochs, a.eval_every, {**extra, **VARIANTS[v]})
             for s in a.seeds for v in a.variants]
     t0 = time.time()
-    with mp.get_context("spawn").Pool(a.jobs) as pool:
+    # A fresh process per run: a run that followed another in the same process drew other numbers.
+    with mp.get_context("spawn").Pool(a.jobs, maxtasksperchild=1) as pool:
         results = []
         for r in pool.imap_unordered(run_one, jobs):
             results.append(r)
