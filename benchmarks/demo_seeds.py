@@ -21,6 +21,7 @@ without training anything.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -70,11 +71,12 @@ def by_area_table(runs: dict[str, list[Path]], data: Path) -> str:
     return "\n".join(lines)
 
 
-def run_folders(out: Path, seeds) -> dict[str, list[Path]]:
-    """The run folders that ``main`` leaves under ``out`` for these seeds (those that exist)."""
-    found = {"pixeldrl": [out / f"seed{s}" / "run" for s in seeds],
-             "unet": [out / f"unet_seed{s}" for s in seeds]}
-    return {k: [f for f in v if (f / "summary.json").is_file()] for k, v in found.items()}
+def run_folders(out: Path, seeds, with_seeds: bool = False) -> dict[str, list]:
+    """The run folders that ``main`` leaves under ``out`` for these seeds (those that exist), or
+    (folder, seed) pairs."""
+    found = {"pixeldrl": [(out / f"seed{s}" / "run", s) for s in seeds],
+             "unet": [(out / f"unet_seed{s}", s) for s in seeds]}
+    return {k: [(f, s) if with_seeds else f for f, s in v if (f / "summary.json").is_file()] for k, v in found.items()}
 
 
 def main() -> None:
@@ -86,11 +88,17 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field of the demo's training (a recipe variant)")
     p.add_argument("--from", dest="from_dir", metavar="DIR",
-                   help="only print the by-area table of the runs an earlier call left in DIR")
+                   help="train nothing: tabulate the runs earlier calls left in DIR (their --out; seeds run "
+                        "in separate processes may share it); the time column is then the epochs' time from "
+                        "each run's log.csv")
     a = p.parse_args()
     if a.from_dir:
-        src = Path(a.from_dir)
-        print(by_area_table(run_folders(src, a.seeds), src / f"seed{a.seeds[0]}" / "data"))
+        out = Path(a.from_dir)
+        rows = {name: [{**json.loads((f / "summary.json").read_text())["mean"], "seed": seed,
+                        "wall_s": sum(float(r["seconds"]) for r in csv.DictReader(open(f / "log.csv")))}
+                       for f, seed in found]
+                for name, found in run_folders(out, a.seeds, with_seeds=True).items()}
+        report(a, out, rows, "epochs' time (s, log.csv)")
         return
     defaults = TrainConfig().to_dict()
     for item in a.set:
@@ -118,9 +126,14 @@ def main() -> None:
             rows["unet"].append({**res["mean"], "wall_s": time.time() - t0, "seed": seed})
             print(f"unet seed {seed}: DICE {res['mean']['DICE']:.3f} BIoU {res['mean']['BIoU']:.3f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
+    report(a, out, rows, "wall (s)")
+
+
+def report(a: argparse.Namespace, out: Path, rows: dict[str, list[dict]], time_column: str) -> None:
+    """Print the tables of ``rows`` (per model, one dict of test means per seed) and keep them."""
     lines = [f"Demo test split (29 slices, 128²), seeds {a.seeds}, {cpu_name()}; "
              f"`python benchmarks/demo_seeds.py {' '.join(sys.argv[1:])}`", "",
-             "| model | " + " | ".join(KEYS) + " | wall (s) |", "|---|" + "---|" * (len(KEYS) + 1)]
+             "| model | " + " | ".join(KEYS) + f" | {time_column} |", "|---|" + "---|" * (len(KEYS) + 1)]
     for name, rs in rows.items():
         if rs:
             cell = lambda k: mean_std([r[k] for r in rs])

@@ -124,6 +124,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ema-decay", type=float,
                    help="validate and save a moving average of the weights with this decay per update, e.g. 0.95 (default 0: off)")
     r.add_argument("--init-keep-prob", type=float, help="start the policy at this π(keep) (default: network init)")
+    r.add_argument("--t-max", type=int, help="steps per training episode, and the most greedy steps at inference "
+                                             "(default 10, the paper's)")
     r.add_argument("--gamma", type=float, help="discount γ (default 0.95, the paper's)")
     r.add_argument("--entropy-beta", type=float, help="entropy bonus β (default 0.01)")
     r.add_argument("--grad-clip", type=float, help="clip the gradient norm to this, 0 = off (default 5)")
@@ -154,7 +156,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", "lr_schedule", "norm", "device", "seed",
                  "val_every", "use_sam", "use_dilation", "augment", "amp", "recompute", "channels_last", "workers",
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
-                 "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "gamma",
+                 "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "t_max", "gamma",
                  "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase",
                  "coarse_epochs", "coarse_size")
 

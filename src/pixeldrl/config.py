@@ -260,7 +260,7 @@ def validate(cfg: TrainConfig) -> None:
         (math.isfinite(cfg.lr_decay) and cfg.lr_decay > 0, f"lr_decay must be a finite number > 0, got {cfg.lr_decay}"),
         (cfg.lr_step >= 1, f"lr_step must be >= 1, got {cfg.lr_step}"),
         (is_device_name(cfg.device), f"--device {cfg.device}: not a device name (use auto, cpu, cuda or cuda:N)"),
-        (cfg.t_max >= 1, f"t_max must be >= 1, got {cfg.t_max}"),
+        (cfg.t_max >= 1, f"--t-max must be >= 1, got {cfg.t_max}"),
         (0 <= cfg.grad_steps <= cfg.t_max, f"--grad-steps must be in 0..t_max ({cfg.t_max}), got {cfg.grad_steps}"),
         (0 <= cfg.infer_steps <= cfg.t_max, f"--infer-steps must be in 0..t_max ({cfg.t_max}), got {cfg.infer_steps}"),
         (math.isfinite(cfg.grad_clip), f"--grad-clip must be finite (0 = off), got {cfg.grad_clip}"),
