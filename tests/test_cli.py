@@ -628,7 +628,8 @@ def test_resume_refuses_an_option_it_would_ignore(tmp_path, capsys):
     assert_input_error(rc, err, "--ema-decay 0.9", "--lr 0.001", str(run_dir / "config.json"))
     assert snapshot(run_dir) == before
     # The run's own values, the budget and TensorBoard may be given.
-    rc, _, err = run_cli(capsys, "train", "--data", data, *[a if a != "1" else "2" for a in FAST], "--ema-decay", "0",
+    own = json.loads((run_dir / "config.json").read_text())["ema_decay"]
+    rc, _, err = run_cli(capsys, "train", "--data", data, *[a if a != "1" else "2" for a in FAST], "--ema-decay", own,
                          "--tensorboard", "--out", run_dir, "--resume")
     assert rc == 0, err
     assert [int(r["epoch"]) for r in read_log(run_dir)] == [1, 2]

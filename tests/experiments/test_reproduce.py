@@ -19,6 +19,7 @@ import torch
 
 from pixeldrl.cli import main
 from pixeldrl.config import MODELS, make_config
+from pixeldrl.errors import InputError
 from pixeldrl.experiments.corruptions import CORRUPTIONS, Corruption, corrupt, intensity_spread
 from pixeldrl.metrics import METRIC_NAMES
 from pixeldrl.data.dataset import load_dataset
@@ -196,6 +197,30 @@ def test_reproduce_skips_finished_runs_and_resumes_unfinished_ones(table2, data,
     rc, _, err = run_cli(capsys, "reproduce", "--data", other, "--experiment", "table2", "--seeds", "2",
                          "--out", table2, *TINY)
     assert rc == 2 and "not on" in err
+
+
+def test_a_pa3c_run_with_another_recipe_is_not_reused(tmp_path):
+    # The PA3C methods' stored t_max / weight average must match the preset's; the U-Nets ignore them.
+    from pixeldrl.experiments.reproduce import _check_same
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for model, refused in (("pixeldrl", True), ("pixelrl", True), ("unet", False)):
+        cfg = make_config("small", model=model, data=str(tmp_path), epochs=1)
+        stored = {**cfg.to_dict(), "t_max": cfg.t_max + 7}
+        (run / "config.json").write_text(json.dumps(stored))
+        if refused:
+            with pytest.raises(InputError, match="t_max"):
+                _check_same(cfg, run)
+        else:
+            _check_same(cfg, run)
+    # A stored config from before the weight average existed trained without it.
+    cfg = make_config("small", data=str(tmp_path), epochs=1, ema_decay=0.95)
+    stored = cfg.to_dict()
+    del stored["ema_decay"]
+    (run / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(InputError, match="ema_decay"):
+        _check_same(cfg, run)
 
 
 def test_robustness_reuses_table2_runs_and_reports_every_condition(table2, data, capsys):

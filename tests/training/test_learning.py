@@ -71,7 +71,8 @@ def test_reward_rises_and_the_best_checkpoint_segments_the_test_split(learned):
     # The most an episode can earn: every background pixel zeroed once (+1), no foreground pixel
     # zeroed; per pixel and step that is the background fraction / t_max. The gap to it shrinks.
     masks = load_splits(run.parent / "data", SIZE)["train"].masks
-    best_possible = float((1 - masks).mean()) / 10
+    t_max = json.loads((run / "config.json").read_text())["t_max"]
+    best_possible = float((1 - masks).mean()) / t_max
     assert best_possible - reward[-1] <= (best_possible - reward[0]) / 3, (best_possible, reward)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n"] == 12

@@ -64,7 +64,7 @@ def test_checkpoints_hold_the_average_and_the_trained_weights_and_resume_continu
 
 
 def test_without_the_average_the_checkpoint_holds_the_trained_weights(tmp_path):
-    run = train(_cfg(tmp_path), progress=False, evaluate_test=False)  # the default: ema_decay 0
+    run = train(_cfg(tmp_path, ema_decay=0.0), progress=False, evaluate_test=False)  # the average off
     ckpt = load_checkpoint(run / "checkpoint_latest.pt")
     assert "online_model" not in ckpt and "ema_updates" not in ckpt
 

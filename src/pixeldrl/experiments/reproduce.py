@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
-from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, make_config
+from pixeldrl.config import LEGACY_DEFAULTS, PA3C_MODELS, SUPERVISED_MODELS, TrainConfig, make_config
 from pixeldrl.data.dataset import largest_in_plane, load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.evaluate import empty_result, write_result
@@ -84,6 +84,8 @@ MIN_SIZE = 64
 # Settings that must match for a finished run folder to be reused.
 _RUN_KEYS = ("model", "preset", "use_sam", "use_dilation", "image_size", "epochs", "batch_size", "lr", "seed",
              "split_seed", "lr_step", "lr_decay")
+# ... and, for the PA3C methods, their recipe's settings that a preset sets (the U-Nets ignore them).
+_PA3C_RUN_KEYS = ("t_max", "ema_decay", "coarse_epochs")
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,9 @@ def _check_same(cfg: TrainConfig, run: Path) -> None:
     stored = json.loads((run / "config.json").read_text())
     if Path(stored.get("data", "")).resolve() != Path(cfg.data).resolve():
         raise InputError(f"{run}: holds a run on {stored.get('data')}, not on {cfg.data}; use another --out")
-    for k in _RUN_KEYS:
+    keys = _RUN_KEYS + (_PA3C_RUN_KEYS if cfg.model in PA3C_MODELS else ())
+    stored = {**LEGACY_DEFAULTS, **stored}  # a run from before a field existed trained without it
+    for k in keys:
         if k in stored and stored[k] != getattr(cfg, k):
             hint = f" or pass --image-size {stored[k]} to reuse it" if k == "image_size" else ""
             raise InputError(f"{run}: holds a run with {k}={stored[k]!r}, not {getattr(cfg, k)!r}; "
