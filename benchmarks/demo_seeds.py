@@ -9,7 +9,7 @@ figures). ``--set KEY=VALUE`` changes one of the demo's training settings (``DEM
 other ``TrainConfig`` field (``--set pixel_done=true``) for a variant of the recipe, for the demo and
 the U-Net alike (the U-Net ignores the PA3C fields). Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
 settings (same split, epochs, batch size, learning rate) for each seed. Prints a table of test
-metrics (mean ± std over seeds) and writes it, with every run's summary, to ``--keep``.
+metrics (mean ± std over seeds) and writes it, with every run's summary and per-slice scores, to ``--keep``.
 
 A second table splits the test slices by the area of their white-matter label (pixels at the
 network's side): the demo's mean is an average over slices, and a handful of slices at the top and
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -149,6 +150,9 @@ def report(a: argparse.Namespace, out: Path, rows: dict[str, list[dict]], time_c
         keep.mkdir(parents=True, exist_ok=True)
         (keep / "table.md").write_text(table + "\n")
         (keep / "runs.json").write_text(json.dumps(rows, indent=1))
+        for name, found in run_folders(out, a.seeds, with_seeds=True).items():  # each slice's scores
+            for folder, seed in found:
+                shutil.copyfile(folder / "test_per_image.csv", keep / f"{name}_seed{seed}_test_per_image.csv")
 
 
 if __name__ == "__main__":
