@@ -72,12 +72,11 @@ def by_area_table(runs: dict[str, list[Path]], data: Path) -> str:
     return "\n".join(lines)
 
 
-def run_folders(out: Path, seeds, with_seeds: bool = False) -> dict[str, list]:
-    """The run folders that ``main`` leaves under ``out`` for these seeds (those that exist), or
-    (folder, seed) pairs."""
+def run_folders(out: Path, seeds) -> dict[str, list[tuple[Path, int]]]:
+    """(run folder, seed) of the runs that ``main`` leaves under ``out`` for these seeds (those that exist)."""
     found = {"pixeldrl": [(out / f"seed{s}" / "run", s) for s in seeds],
              "unet": [(out / f"unet_seed{s}", s) for s in seeds]}
-    return {k: [(f, s) if with_seeds else f for f, s in v if (f / "summary.json").is_file()] for k, v in found.items()}
+    return {k: [(f, s) for f, s in v if (f / "summary.json").is_file()] for k, v in found.items()}
 
 
 def main() -> None:
@@ -98,7 +97,7 @@ def main() -> None:
         rows = {name: [{**json.loads((f / "summary.json").read_text())["mean"], "seed": seed,
                         "wall_s": sum(float(r["seconds"]) for r in csv.DictReader(open(f / "log.csv")))}
                        for f, seed in found]
-                for name, found in run_folders(out, a.seeds, with_seeds=True).items()}
+                for name, found in run_folders(out, a.seeds).items()}
         report(a, out, rows, "epochs' time (s, log.csv)")
         return
     defaults = TrainConfig().to_dict()
@@ -132,6 +131,7 @@ def main() -> None:
 
 def report(a: argparse.Namespace, out: Path, rows: dict[str, list[dict]], time_column: str) -> None:
     """Print the tables of ``rows`` (per model, one dict of test means per seed) and keep them."""
+    found = run_folders(out, a.seeds)
     lines = [f"Demo test split (29 slices, 128²), seeds {a.seeds}, {cpu_name()}; "
              f"`python benchmarks/demo_seeds.py {' '.join(sys.argv[1:])}`", "",
              "| model | " + " | ".join(KEYS) + f" | {time_column} |", "|---|" + "---|" * (len(KEYS) + 1)]
@@ -142,7 +142,7 @@ def report(a: argparse.Namespace, out: Path, rows: dict[str, list[dict]], time_c
                          + f" | {np.mean([r['wall_s'] for r in rs]):.0f} (max {max(r['wall_s'] for r in rs):.0f}) |")
     lines += ["", "By label area (test slices grouped by their label's pixels at 128²; mean over the band's "
               "slices, then mean ± std over seeds):", "",
-              by_area_table(run_folders(out, a.seeds), out / f"seed{a.seeds[0]}" / "data")]
+              by_area_table({k: [f for f, _ in v] for k, v in found.items()}, out / f"seed{a.seeds[0]}" / "data")]
     table = "\n".join(lines)
     print(table)
     if a.keep:
@@ -150,8 +150,8 @@ def report(a: argparse.Namespace, out: Path, rows: dict[str, list[dict]], time_c
         keep.mkdir(parents=True, exist_ok=True)
         (keep / "table.md").write_text(table + "\n")
         (keep / "runs.json").write_text(json.dumps(rows, indent=1))
-        for name, found in run_folders(out, a.seeds, with_seeds=True).items():  # each slice's scores
-            for folder, seed in found:
+        for name, runs in found.items():  # each slice's scores
+            for folder, seed in runs:
                 shutil.copyfile(folder / "test_per_image.csv", keep / f"{name}_seed{seed}_test_per_image.csv")
 
 

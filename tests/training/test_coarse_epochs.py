@@ -78,39 +78,3 @@ def test_the_u_net_baseline_takes_the_same_coarse_epochs(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="--coarse-size 16: unet needs"):
         make_config("small", model="unet", image_size=32, coarse_epochs=1)
 
-
-def test_asynchronous_workers_take_the_coarse_slices_in_the_coarse_epochs():
-    # One worker process on the coarse slices makes the same update as the synchronous loop on
-    # them: the worker reads the shrunk copy when the epoch is coarse.
-    import copy
-
-    from pixeldrl.data.dataset import SliceDataset
-    from pixeldrl.rl.pa3c import Agent
-    from pixeldrl.training.parallel import AsyncWorkers
-    from pixeldrl.training.run import epoch_batches
-    from pixeldrl.training.update import train_epoch
-
-    gen = torch.Generator().manual_seed(0)
-    images = torch.rand(4, 1, 16, 16, generator=gen)
-    masks = (images[:, 0] > 0.5).float()
-    small_images, small_masks = shrink(images, masks, 8)
-    cfg = make_config("small", data="unused", image_size=16, batch_size=2, lr=1e-3, seed=3, coarse_epochs=1)
-    torch.manual_seed(0)
-    sync_agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
-    async_agent = copy.deepcopy(sync_agent)
-    for agent in (sync_agent, async_agent):
-        agent.set_fast_paths(cfg.channels_last)
-    sync_opt = torch.optim.Adam(sync_agent.parameters(), lr=cfg.lr)
-    async_opt = torch.optim.Adam(async_agent.parameters(), lr=cfg.lr)
-    batches = epoch_batches(4, cfg.batch_size, torch.Generator().manual_seed(0))
-    coarse = SliceDataset(small_images, small_masks, [f"s{i}" for i in range(4)], [(16, 16)] * 4)
-    train_epoch(sync_agent, sync_opt, coarse, cfg, torch.device("cpu"), torch.Generator(),
-                torch.Generator().manual_seed(cfg.seed + 1), False, batches)
-    workers = AsyncWorkers(cfg, async_agent, async_opt, images.clone(), masks.clone(),
-                           (small_images.clone(), small_masks.clone()))
-    try:
-        workers.run_epoch(batches, cfg.lr, coarse=True)
-    finally:
-        workers.close()
-    diff = max((p - q).abs().max().item() for p, q in zip(sync_agent.parameters(), async_agent.parameters()))
-    assert diff < 1e-5

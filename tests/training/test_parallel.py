@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 
 from pixeldrl.config import make_config
 from pixeldrl.data.folder import SliceDataset
+from pixeldrl.data.transforms import shrink
 from pixeldrl.rl.pa3c import Agent, pa3c_losses, rollout
 from pixeldrl.training.parallel import AsyncWorkers, average_gradients, shard_batches
 from pixeldrl.training.run import epoch_batches
@@ -69,9 +70,12 @@ def test_shard_threads_leave_the_calling_thread_setting():
         shards.close()
 
 
-def test_one_async_worker_equals_the_synchronous_form():
+@pytest.mark.parametrize("coarse", [False, True])
+def test_one_async_worker_equals_the_synchronous_form(coarse):
+    # coarse: the worker also holds the shrunk slices of the coarse epochs and must train on them.
     images, masks = random_batch(n=8, size=16)
     cfg = make_config("small", data="unused", image_size=16, batch_size=2, lr=1e-3, seed=3, workers=1)
+    small = shrink(images, masks, 8)
     torch.manual_seed(0)
     sync_agent = Agent(cfg.net_config(), cfg.kernel_size, cfg.init_keep_prob)
     async_agent = copy.deepcopy(sync_agent)
@@ -82,13 +86,15 @@ def test_one_async_worker_equals_the_synchronous_form():
     batches = epoch_batches(len(images), cfg.batch_size, torch.Generator().manual_seed(0))
     assert max_param_diff(sync_agent, async_agent) == 0
 
-    ds = SliceDataset(images, masks, [f"s{i}" for i in range(len(images))], [(16, 16)] * len(images))
+    ds = SliceDataset(*(small if coarse else (images, masks)), [f"s{i}" for i in range(len(images))],
+                      [(16, 16)] * len(images))
     sample_gen = torch.Generator().manual_seed(cfg.seed + 1)  # what train() gives the synchronous form
     train_epoch(sync_agent, sync_opt, ds, cfg, torch.device("cpu"), torch.Generator(), sample_gen, False, batches)
 
-    workers = AsyncWorkers(cfg, async_agent, async_opt, images.clone(), masks.clone())
+    workers = AsyncWorkers(cfg, async_agent, async_opt, images.clone(), masks.clone(),
+                           tuple(t.clone() for t in small))
     try:
-        stats, dices = workers.run_epoch(batches, cfg.lr)
+        stats, dices = workers.run_epoch(batches, cfg.lr, coarse=coarse)
     finally:
         workers.close()
     assert len(stats) == len(batches) and len(dices) == len(images)
