@@ -347,14 +347,26 @@ def test_training_options_that_cannot_fit_in_memory(run, tmp_path, capsys):
 
 
 def _start_prepare(raw: Path, out: Path) -> subprocess.Popen:
+    """A ``prepare`` caught in the middle of writing its slices, stopped (SIGSTOP) there.
+
+    The process is frozen as soon as its temporary store holds the first slice, so a signal the test
+    sends next always lands before the store is complete (a timed sleep raced the prepare: on a fast
+    run it finished first). The caller sends its signal, then :func:`_resume`.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "pixeldrl.cli", "prepare", str(raw), "--out", str(out),
                              "--image-size", "32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 60
-    while not list(out.parent.glob(f".{out.name}.*.tmp")):  # wait until it is writing
+    while not any(f.stat().st_size for f in out.parent.glob(f".{out.name}.*.tmp/images.raw")):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.01)
-    time.sleep(random.Random(out.name).uniform(0, 0.3))
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGSTOP)
+    (tmp,) = out.parent.glob(f".{out.name}.*.tmp")
+    assert not (tmp / "manifest.json").exists()  # stopped before the store was complete
     return proc
+
+
+def _resume(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +377,8 @@ def raw40(tmp_path_factory):
 def test_sigterm_during_prepare_leaves_nothing(raw40, tmp_path):
     out = tmp_path / "store"
     proc = _start_prepare(raw40, out)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # delivered when the process resumes, mid-write
+    _resume(proc)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "terminated" in err and "Traceback" not in err
@@ -375,7 +388,7 @@ def test_sigterm_during_prepare_leaves_nothing(raw40, tmp_path):
 def test_sigkill_leftover_is_never_a_store_and_the_next_prepare_removes_it(raw40, tmp_path, capsys):
     out = tmp_path / "store"
     proc = _start_prepare(raw40, out)
-    proc.kill()
+    proc.kill()  # a stopped process is killed at once
     proc.wait()
     (left,) = tmp_path.glob(".store.*.tmp")
     with pytest.raises(Exception, match="unfinished or interrupted prepare"):
