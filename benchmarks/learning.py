@@ -75,6 +75,7 @@ VARIANTS: dict[str, dict] = {
     # costs about a third of an epoch of t_max 10, so 60 epochs ≈ the recipe's time at 20
     "tmax3": dict(t_max=3),
     "tmax3_e60": dict(t_max=3, epochs=60),
+    "tmax2_e90": dict(t_max=2, epochs=90),  # 2-step episodes cost about two thirds of 3-step ones
     "ce": dict(),  # supervised ceiling of the same network (any variant named ce_*: of that variant's network)
     "ce_bn": dict(norm="batch"),
     "ce_nonorm": dict(norm="none"),

@@ -1,4 +1,4 @@
-"""The main job, ``pixeldrl demo``, end to end (one epoch instead of 36): real MNI152 slices from the
+"""The main job, ``pixeldrl demo``, end to end (one epoch instead of 94): real MNI152 slices from the
 nilearn wheel, PA3C training, test metrics and the three figures; a second call on the same folder
 continues the run instead of training anew, and says so."""
 
@@ -11,13 +11,13 @@ import pytest
 from pixeldrl.experiments.demo import demo_config, run_demo
 
 
-def test_the_demo_trains_two_fifths_of_its_epochs_at_half_the_side_whatever_the_budget(tmp_path):
+def test_the_demo_trains_a_quarter_of_its_epochs_at_half_the_side_whatever_the_budget(tmp_path):
     default = demo_config(tmp_path)
-    assert (default.epochs, default.coarse_epochs, default.coarse_side(), default.image_size) == (60, 24, 64, 128)
-    assert (default.t_max, default.ema_decay) == (3, 0.95)  # 3-step episodes, scored through the weight average
+    assert (default.epochs, default.coarse_epochs, default.coarse_side(), default.image_size) == (94, 24, 64, 128)
+    assert (default.t_max, default.ema_decay) == (2, 0.95)  # 2-step episodes, scored through the weight average
     assert (default.data, default.out) == (str(tmp_path / "data"), str(tmp_path / "run"))
-    shorter = demo_config(tmp_path, epochs=10)
-    assert (shorter.epochs, shorter.coarse_epochs) == (10, 4)
+    shorter = demo_config(tmp_path, epochs=20)
+    assert (shorter.epochs, shorter.coarse_epochs) == (20, 5)  # 24/94 of 20, rounded down
     assert demo_config(tmp_path, epochs=1).coarse_epochs == 0  # one epoch: at the full size
 
 

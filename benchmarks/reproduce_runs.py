@@ -1,0 +1,80 @@
+"""Train the runs of ``pixeldrl reproduce`` experiments in parallel processes, one thread each.
+
+    python benchmarks/reproduce_runs.py --jobs 2 --experiments table2 table3 -- \
+        --data runs/demo_data --preset small --image-size 64 --batch-size 4 --epochs 36 --seeds 2 \
+        --out runs/reproduce_cpu
+
+``pixeldrl reproduce`` trains its runs one after the other in one process; on a small CPU, two
+single-threaded processes side by side finish sooner than one with two threads (the networks are
+small, the cores idle between layers). This script trains the same run folders, with the same
+settings (``reproduce.run_config``), ``--jobs`` at a time, each in a fresh process with one torch
+thread; finished runs are skipped. Then the ``pixeldrl reproduce`` commands (the arguments after
+``--``, plus ``--experiment``) find every run finished and only write the tables and figures.
+Longest runs go first (PixelRL, then the PA3C runs, then the U-Nets), so the pool ends together.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import time
+
+ORDER = ("pixelrl", "pixeldrl", "swin-unetr", "unet++", "attention-unet", "unet")
+"""Models by decreasing cost per run on a CPU (PixelRL's full-resolution convolutions cost most)."""
+
+
+def _train(args: tuple) -> str:
+    settings, row, seed = args
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    from pixeldrl.experiments.reproduce import ensure_run, run_config
+
+    torch.set_num_threads(1)
+    out = settings.out
+    t0 = time.time()
+    run, what = ensure_run(run_config(settings, row, seed, out), progress=False)
+    return f"{row.key} seed {seed}: {what} in {time.time() - t0:.0f} s ({run})"
+
+
+def main() -> None:
+    from pathlib import Path
+
+    from pixeldrl.cli import build_parser
+    from pixeldrl.experiments.reproduce import Settings, auto_image_size, experiment_rows
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--experiments", nargs="+", default=["table2"])
+    p.add_argument("--models", nargs="+", default=list(ORDER), help="train only these methods' runs")
+    p.add_argument("--only-seeds", type=int, nargs="+", help="train only these seeds' runs")
+    p.add_argument("--shots", default="50,100", help="table4's k-shot sizes (as reproduce's --shots)")
+    p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
+    a = p.parse_args()
+    rest = [x for x in a.reproduce_args if x != "--"]
+    r = build_parser().parse_args(["reproduce", "--experiment", a.experiments[0], *rest])
+    shots = tuple(int(k) for k in a.shots.split(","))
+    s = Settings(data=r.data, out=r.out or str(Path("runs") / "reproduce" / Path(r.data).resolve().name),
+                 epochs=r.epochs, seeds=r.seeds, preset=r.preset, image_size=r.image_size,
+                 batch_size=r.batch_size, shots=shots, progress=False)
+    s.out = Path(s.out)
+    if s.image_size is None:  # as reproduce chooses it
+        s.image_size = auto_image_size(s.data, s.preset)[0]
+    jobs, seen = [], set()
+    for exp in a.experiments:
+        for row in experiment_rows(exp, shots):
+            for seed in range(s.seeds):
+                wanted = row.model in a.models and (a.only_seeds is None or seed in a.only_seeds)
+                if wanted and (row, seed) not in seen:
+                    seen.add((row, seed))
+                    jobs.append((s, row, seed))
+    jobs.sort(key=lambda j: ORDER.index(j[1].model))
+    print(f"{len(jobs)} runs, {a.jobs} at a time", flush=True)
+    t0 = time.time()
+    with mp.get_context("spawn").Pool(a.jobs, maxtasksperchild=1) as pool:
+        for line in pool.imap_unordered(_train, jobs):
+            print(f"[{time.time() - t0:5.0f} s] {line}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
