@@ -125,7 +125,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="validate and save a moving average of the weights with this decay per update, e.g. 0.95 (default 0: off)")
     r.add_argument("--init-keep-prob", type=float, help="start the policy at this π(keep) (default: network init)")
     r.add_argument("--t-max", type=int, help="steps per training episode, and the most greedy steps at inference "
-                                             "(default 10, the paper's)")
+                                             "(default 10, the paper's; the small preset 3, the demo 2)")
     r.add_argument("--gamma", type=float, help="discount γ (default 0.95, the paper's)")
     r.add_argument("--entropy-beta", type=float, help="entropy bonus β (default 0.01)")
     r.add_argument("--grad-clip", type=float, help="clip the gradient norm to this, 0 = off (default 5)")

@@ -67,7 +67,8 @@ class TrainConfig:
     t_max: int = 10
     """Steps per training episode, and the most greedy steps at inference (paper: 10; the ``small``
     preset: 3 — the learned policy decides in its first step or two, and a 3-step episode costs a
-    third of a 10-step one, so the same time buys three times the updates; README, "Training recipe")."""
+    third of a 10-step one, so the same time buys three times the updates; the demo: 2; README,
+    "Training recipe")."""
     gamma: float = 0.95
     """Discount factor γ (paper: 0.95)."""
     returns: str = "one_step"
