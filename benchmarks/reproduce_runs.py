@@ -28,18 +28,15 @@ def _train(args: tuple) -> str:
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
-    from pixeldrl.experiments.reproduce import ensure_run, run_config
+    from pixeldrl.experiments.reproduce import ensure_run, output_dir, run_config
 
     torch.set_num_threads(1)
-    out = settings.out
     t0 = time.time()
-    run, what = ensure_run(run_config(settings, row, seed, out), progress=False)
+    run, what = ensure_run(run_config(settings, row, seed, output_dir(settings)), progress=False)
     return f"{row.key} seed {seed}: {what} in {time.time() - t0:.0f} s ({run})"
 
 
 def main() -> None:
-    from pathlib import Path
-
     from pixeldrl.cli import build_parser
     from pixeldrl.experiments.reproduce import Settings, auto_image_size, experiment_rows
 
@@ -54,10 +51,8 @@ def main() -> None:
     rest = [x for x in a.reproduce_args if x != "--"]
     r = build_parser().parse_args(["reproduce", "--experiment", a.experiments[0], *rest])
     shots = tuple(int(k) for k in a.shots.split(","))
-    s = Settings(data=r.data, out=r.out or str(Path("runs") / "reproduce" / Path(r.data).resolve().name),
-                 epochs=r.epochs, seeds=r.seeds, preset=r.preset, image_size=r.image_size,
-                 batch_size=r.batch_size, shots=shots, progress=False)
-    s.out = Path(s.out)
+    s = Settings(data=r.data, out=r.out or "", epochs=r.epochs, seeds=r.seeds, preset=r.preset,
+                 image_size=r.image_size, batch_size=r.batch_size, shots=shots, progress=False)
     if s.image_size is None:  # as reproduce chooses it
         s.image_size = auto_image_size(s.data, s.preset)[0]
     jobs, seen = [], set()

@@ -14,13 +14,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from demo_seeds import AREA_BANDS
 
 from pixeldrl.data.images import read_mask
 from pixeldrl.data.transforms import from_network, to_network
 from pixeldrl.metrics import boundary_iou, dice
-
-BANDS = ((0, 200), (200, 1000), (1000, None))
-
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -35,7 +33,7 @@ def main() -> None:
         rows.append((int(gt.sum()), float(dice(back, gt)), float(boundary_iou(back, gt))))
     area, d, b = map(np.array, zip(*rows))
     print(f"{a.data} {a.split}: {len(rows)} masks, to {a.size}² and back: DICE {d.mean():.3f}, BIoU {b.mean():.3f}")
-    for lo, hi in BANDS:
+    for lo, hi in AREA_BANDS:
         sel = (area >= lo) & ((area < hi) if hi else True)
         if sel.any():
             name = f"{lo}–{hi} px" if hi else f">= {lo} px"

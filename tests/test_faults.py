@@ -351,7 +351,7 @@ def _start_prepare(raw: Path, out: Path) -> subprocess.Popen:
 
     The process is frozen as soon as its temporary store holds the first slice, so a signal the test
     sends next always lands before the store is complete (a timed sleep raced the prepare: on a fast
-    run it finished first). The caller sends its signal, then :func:`_resume`.
+    run it finished first). The caller sends its signal, then SIGCONT.
     """
     proc = subprocess.Popen([sys.executable, "-m", "pixeldrl.cli", "prepare", str(raw), "--out", str(out),
                              "--image-size", "32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
@@ -365,10 +365,6 @@ def _start_prepare(raw: Path, out: Path) -> subprocess.Popen:
     return proc
 
 
-def _resume(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGCONT)
-
-
 @pytest.fixture(scope="module")
 def raw40(tmp_path_factory):
     return make_msd(tmp_path_factory.mktemp("raw") / "msd", n=40)
@@ -378,7 +374,7 @@ def test_sigterm_during_prepare_leaves_nothing(raw40, tmp_path):
     out = tmp_path / "store"
     proc = _start_prepare(raw40, out)
     proc.send_signal(signal.SIGTERM)  # delivered when the process resumes, mid-write
-    _resume(proc)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "terminated" in err and "Traceback" not in err

@@ -144,6 +144,11 @@ def experiment_rows(experiment: str, shots: tuple[int, ...] = (50, 100)) -> list
 # --------------------------------------------------------------------------- data and runs
 
 
+def output_dir(s: Settings) -> Path:
+    """``--out``, or ``runs/reproduce/DATASET`` when it is not given."""
+    return Path(s.out) if s.out else Path("runs") / "reproduce" / Path(s.data).resolve().name
+
+
 def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     """The TrainConfig of one (row, seed) run: the preset's budget with the method swapped in."""
     # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
@@ -424,7 +429,7 @@ def reproduce(experiment: str, s: Settings) -> Path:
     if any(k < 1 for k in s.shots):
         raise InputError(f"--shots must be positive, got {','.join(map(str, s.shots))}")
     resolve_device(s.device)
-    out = Path(s.out) if s.out else Path("runs") / "reproduce" / Path(s.data).resolve().name
+    out = output_dir(s)
     rows = experiment_rows(experiment, tuple(s.shots))
     if s.image_size is None:
         size, why = auto_image_size(s.data, s.preset)
