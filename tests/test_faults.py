@@ -381,6 +381,28 @@ def test_sigterm_during_prepare_leaves_nothing(raw40, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+class _SignalsInDel:
+    """Sends itself SIGTERM from ``__del__``, so Python runs the handler there and drops its exception."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100_000):  # bytecodes after the kill: the handler runs inside __del__
+            pass
+
+
+def test_a_signal_python_drops_inside_del_is_raised_again():
+    from pixeldrl.cli import Terminated, _SignalsDelivered
+
+    before = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    with pytest.raises(Terminated), _SignalsDelivered() as signals:
+        _SignalsInDel()  # collected at once: the handler's Terminated is dropped ("Exception ignored")
+        assert signals.dropped is Terminated
+        deadline = time.time() + 5
+        while time.time() < deadline:  # ... and raised again here, 10 ms later
+            time.sleep(0.001)
+    assert (signal.getsignal(signal.SIGTERM), sys.unraisablehook) == before
+
+
 def test_sigkill_leftover_is_never_a_store_and_the_next_prepare_removes_it(raw40, tmp_path, capsys):
     out = tmp_path / "store"
     proc = _start_prepare(raw40, out)

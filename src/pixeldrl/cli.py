@@ -484,11 +484,55 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+class _SignalsDelivered:
+    """SIGTERM raises :class:`Terminated`, and a signal's exception that Python drops is raised again.
+
+    Python runs a signal handler between bytecodes, wherever the main thread is; when that is inside a
+    ``__del__`` or a weakref callback (nibabel's and torch's objects have them), the exception is
+    "ignored" and the program would carry on as if no signal came, finishing its files and exiting 0.
+    The unraisable hook catches such a dropped ``KeyboardInterrupt``/``Terminated`` and re-raises it
+    10 ms later from a SIGALRM timer, at whatever the program is doing then. No library offers this.
+    """
+
+    def __enter__(self):
+        # signals can only be handled in the main thread; Windows has no SIGALRM timer to re-deliver with
+        self.active = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+        if self.active:
+            self.previous = {s: signal.signal(s, h) for s, h in
+                             ((signal.SIGTERM, _terminate), (signal.SIGALRM, self._redeliver))}
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        self.dropped: type[BaseException] | None = None
+        return self
+
+    def _unraisable(self, hook_args):
+        if isinstance(hook_args.exc_value, KeyboardInterrupt):  # Ctrl-C or Terminated
+            self.dropped = type(hook_args.exc_value)
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+        else:
+            self.previous_hook(hook_args)
+
+    def _redeliver(self, signum, frame):
+        if self.dropped is not None:
+            raise self.dropped()
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            sys.unraisablehook = self.previous_hook
+            for s, h in self.previous.items():
+                signal.signal(s, h)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_quiet(args.quiet)
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    with _SignalsDelivered():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except InputError as e:
@@ -503,9 +547,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pixeldrl {args.command}: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
