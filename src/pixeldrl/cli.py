@@ -88,6 +88,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--k-shot", type=int, help="train on K training slices drawn at random (Table 4; default all)")
     d.add_argument("--augment", action="store_true", default=None,
                    help="random flips of training slices (not in the paper)")
+    d.add_argument("--zoom-out", type=float,
+                   help="shrink half the training slices by a random factor in [1 - Z, 1] (not in the paper; default 0)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="pixeldrl (PixelDRL-MG, default), pixelrl, unet, attention-unet, unet++ or swin-unetr")
     m.add_argument("--preset", help="paper (7.14 M parameters, the paper's schedule; default) or small")
@@ -154,7 +156,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 # Options of ``train`` that are TrainConfig fields under the same name (None: not given).
 _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", "lr_schedule", "norm", "device", "seed",
-                 "val_every", "use_sam", "use_dilation", "augment", "amp", "recompute", "channels_last", "workers",
+                 "val_every", "use_sam", "use_dilation", "augment", "zoom_out", "amp", "recompute", "channels_last", "workers",
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
                  "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "t_max", "gamma",
                  "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase",

@@ -133,6 +133,10 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: off; chosen 5, the paper does not say)."""
     augment: bool = False
     """Random horizontal/vertical flips of training slices (chosen off: not in the paper)."""
+    zoom_out: float = 0.0
+    """Scale augmentation: each training slice, with probability ½, is shrunk about its centre by a
+    factor drawn from [1 − zoom_out, 1] and zero-padded, so the network sees structures smaller than
+    the training labels (``data.transforms.random_zoom_out``). 0: off (not in the paper)."""
     coarse_epochs: int = 0
     """Train the first this many epochs on the training slices shrunk to ``coarse_size`` (progressive
     resizing: on the demo an epoch at half the side cost about 0.4 of a full one), then at
@@ -198,7 +202,8 @@ class TrainConfig:
         return cfg
 
 
-LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0, coarse_epochs=0, coarse_size=0)
+LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0, coarse_epochs=0, coarse_size=0,
+                       zoom_out=0.0)
 """What a stored config without these (newer) fields trained with: a resumed or re-evaluated older
 run keeps its recipe."""
 
@@ -274,6 +279,7 @@ def validate(cfg: TrainConfig) -> None:
         (math.isfinite(cfg.entropy_beta), f"--entropy-beta must be finite, got {cfg.entropy_beta}"),
         (0 <= cfg.gamma <= 1, f"--gamma must be in [0, 1], got {cfg.gamma}"),
         (0 <= cfg.ema_decay < 1, f"--ema-decay must be in [0, 1), got {cfg.ema_decay}"),
+        (0 <= cfg.zoom_out < 1, f"--zoom-out must be in [0, 1), got {cfg.zoom_out}"),
         (cfg.grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {cfg.grad_clip}"),
         (cfg.head_init_std > 0, f"head_init_std must be > 0, got {cfg.head_init_std}"),
         (cfg.entropy_beta >= 0, f"--entropy-beta must be >= 0, got {cfg.entropy_beta}"),

@@ -4,7 +4,7 @@ import torch
 
 from pixeldrl.data.folder import Pair, SliceDataset, find_pairs, load_splits
 from pixeldrl.data.splits import split_sizes
-from pixeldrl.data.transforms import from_network, normalize_intensity, to_network
+from pixeldrl.data.transforms import augment_batch, from_network, normalize_intensity, random_zoom_out, to_network
 from pixeldrl.errors import InputError
 from pixeldrl.data.images import read_image, write_image_uint16, write_mask
 
@@ -310,3 +310,40 @@ def test_load_splits(tmp_path):
     assert d["test"].masks.shape == (2, 12, 12)
     names = d["train"].names + d["val"].names + d["test"].names
     assert sorted(names) == [f"s{i}" for i in range(10)]
+
+
+def _square_batch(n=64, size=64):
+    """n slices with a 32×32 bright square (image 1, mask 1) in the centre."""
+    images, masks = torch.zeros(n, 1, size, size), torch.zeros(n, size, size)
+    images[:, :, 16:48, 16:48] = 1
+    masks[:, 16:48, 16:48] = 1
+    return images, masks
+
+
+def test_zoom_out_shrinks_about_the_centre_and_keeps_image_and_mask_aligned():
+    images, masks = _square_batch()
+    out_i, out_m = random_zoom_out(images.clone(), masks.clone(), torch.Generator().manual_seed(0), 0.5)
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(out_i, images)])
+    assert 16 < kept.sum() < 48  # about half the slices pass untouched ...
+    assert torch.equal(out_m[kept], masks[kept])
+    area = out_m.sum((1, 2))
+    shrunk = ~kept  # ... the others shrink by a factor in [0.5, 1]: area 256 to 1024 pixels
+    assert (area[shrunk] <= 32 * 32).all() and (area[shrunk] >= 0.9 * 16 * 16).all()
+    assert area[shrunk].float().mean() < 0.75 * 32 * 32
+    for m, im in zip(out_m[shrunk], out_i[shrunk, 0]):
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        assert abs(ys.float().mean() - 31.5) < 0.6 and abs(xs.float().mean() - 31.5) < 0.6  # centred
+        assert ((im > 0.5) == (m > 0)).float().mean() > 0.995  # the mask follows the image
+    assert out_m.dtype == masks.dtype and out_i.shape == images.shape
+
+
+def test_zoom_out_is_reproducible_and_off_draws_nothing():
+    images, masks = _square_batch(8)
+    a = random_zoom_out(images.clone(), masks.clone(), torch.Generator().manual_seed(3), 0.4)
+    b = random_zoom_out(images.clone(), masks.clone(), torch.Generator().manual_seed(3), 0.4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    out = augment_batch(images.clone(), masks.clone(), gen, flip=False, zoom_out=0.0)
+    assert torch.equal(gen.get_state(), state)  # a run without augmentation replays exactly
+    assert torch.equal(out[0], images) and torch.equal(out[1], masks)

@@ -1,4 +1,4 @@
-"""Transforms: intensities to [0, 1], images to and from the network's size, training flips, the coarse epochs' shrink.
+"""Transforms: intensities to [0, 1], images to and from the network's size, training flips and zoom-out, the coarse epochs' shrink.
 
 Network-size mapping
 --------------------
@@ -131,4 +131,42 @@ def random_flip(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator)
         flip = torch.rand(images.shape[0], generator=gen) < 0.5
         images[flip] = images[flip].flip(dim)
         masks[flip] = masks[flip].flip(dim)
+    return images, masks
+
+
+def random_zoom_out(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator, zoom_out: float):
+    """Each slice, with probability ½, shrunk about its centre by a factor drawn uniformly from
+    ``[1 - zoom_out, 1]`` and padded with zeros (``zoom_out``): structures smaller than the training
+    labels, as at the ends of an organ.
+
+    Images (B, C, S, S) are resampled bilinearly, masks (B, S, S) bilinearly then thresholded at ½
+    (smooth edges, no nearest-neighbour staircase). Zeros are the padding ``to_network`` uses. Written
+    here rather than with MONAI's ``RandZoom`` because it works on the whole batch already in memory and
+    draws from the run's own generator, so a resumed run replays the same augmentation.
+    """
+    n = images.shape[0]
+    scale = 1 - zoom_out * torch.rand(n, generator=gen)  # (B,)
+    pick = torch.rand(n, generator=gen) < 0.5  # (B,) the slices shrunk; the others pass exactly
+    if not pick.any():
+        return images, masks
+    # sampling grid: output pixel u reads input at u / scale (about the centre), zeros outside
+    theta = torch.zeros(int(pick.sum()), 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale[pick]
+    grid = F.affine_grid(theta, [len(theta), *images.shape[1:]], align_corners=False)  # (b, S, S, 2)
+    images, masks = images.clone(), masks.clone()
+    images[pick] = F.grid_sample(images[pick], grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
+                                 align_corners=False)
+    m = F.grid_sample(masks[pick].unsqueeze(1).float(), grid, mode="bilinear", padding_mode="zeros",
+                      align_corners=False)  # (b, 1, S, S)
+    masks[pick] = (m.squeeze(1) >= 0.5).to(masks.dtype)
+    return images, masks
+
+
+def augment_batch(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator, flip: bool, zoom_out: float):
+    """The training augmentations a run asks for (``augment``: flips; ``zoom_out``), in that order;
+    draws nothing from ``gen`` when both are off, so such runs replay exactly."""
+    if flip:
+        images, masks = random_flip(images, masks, gen)
+    if zoom_out > 0:
+        images, masks = random_zoom_out(images, masks, gen, zoom_out)
     return images, masks

@@ -37,7 +37,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pixeldrl.config import TrainConfig
-from pixeldrl.data.transforms import random_flip
+from pixeldrl.data.transforms import augment_batch
 from pixeldrl.models import build_agent
 from pixeldrl.rl.pa3c import Agent
 from pixeldrl.training.update import pa3c_update
@@ -136,8 +136,7 @@ def _worker(rank: int, cfg: TrainConfig, global_agent: Agent, states: list[dict]
         local.load_state_dict(global_agent.state_dict())  # sync with the global parameters
         images, masks = sets[which]
         x, y = images[idx].clone(), masks[idx].clone()
-        if cfg.augment:
-            x, y = random_flip(x, y, flip_gen)
+        x, y = augment_batch(x, y, flip_gen, cfg.augment, cfg.zoom_out)
         s, d = pa3c_update(local, opt, x, y, cfg, sample_gen, grad_hook=push_grads)
         results.put((s, d))
 

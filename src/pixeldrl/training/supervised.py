@@ -29,7 +29,7 @@ from pixeldrl.nets.baselines import Segmenter
 from pixeldrl.checkpoint import resolve_device
 from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, validate
 from pixeldrl.data.folder import SliceDataset
-from pixeldrl.data.transforms import random_flip
+from pixeldrl.data.transforms import augment_batch
 from pixeldrl.data.dataset import load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.progress import bar
@@ -47,8 +47,7 @@ def train_epoch(model: Segmenter, loss_fn, opt: torch.optim.Optimizer, ds: Slice
     pbar = bar(batches, desc="train", unit="batch", leave=False, enabled=progress)
     for idx in pbar:
         images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
-        if cfg.augment:
-            images, masks = random_flip(images, masks, shuffle_gen)
+        images, masks = augment_batch(images, masks, shuffle_gen, cfg.augment, cfg.zoom_out)
         images, masks = images.to(device), masks.to(device)
         logits = model(images)  # (B, 2, S, S)
         loss = loss_fn(logits, masks.unsqueeze(1))

@@ -14,7 +14,7 @@ import torch
 
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
-from pixeldrl.data.transforms import random_flip
+from pixeldrl.data.transforms import augment_batch
 from pixeldrl.progress import bar
 from pixeldrl.rl.pa3c import Agent, draw_grad_steps, draw_uniforms, episode_losses, episode_stats
 from pixeldrl.training.run import batch_dice, epoch_batches
@@ -120,8 +120,7 @@ def train_epoch(agent: Agent, opt: torch.optim.Optimizer, ds: SliceDataset, cfg:
     pbar = bar(batches, desc="train", unit="batch", leave=False, enabled=progress)
     for idx in pbar:
         images, masks = ds.images[idx].clone(), ds.masks[idx].clone()  # (B, C, S, S), (B, S, S)
-        if cfg.augment:
-            images, masks = random_flip(images, masks, shuffle_gen)
+        images, masks = augment_batch(images, masks, shuffle_gen, cfg.augment, cfg.zoom_out)
         s, d = pa3c_update(agent, opt, images.to(device), masks.to(device), cfg, sample_gen, grad_hook, shards)
         if after_step is not None:
             after_step()
