@@ -14,6 +14,7 @@ from pixeldrl.experiments.demo import demo_config, run_demo
 def test_the_demo_trains_a_quarter_of_its_epochs_at_half_the_side_whatever_the_budget(tmp_path):
     default = demo_config(tmp_path)
     assert (default.epochs, default.coarse_epochs, default.coarse_side(), default.image_size) == (94, 24, 64, 128)
+    assert default.zoom_out == 0.5
     assert (default.t_max, default.ema_decay) == (2, 0.95)  # 2-step episodes, scored through the weight average
     assert (default.data, default.out) == (str(tmp_path / "data"), str(tmp_path / "run"))
     shorter = demo_config(tmp_path, epochs=20)
