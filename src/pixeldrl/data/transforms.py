@@ -142,7 +142,8 @@ def random_zoom_out(images: torch.Tensor, masks: torch.Tensor, gen: torch.Genera
     Images (B, C, S, S) are resampled bilinearly, masks (B, S, S) bilinearly then thresholded at ½
     (smooth edges, no nearest-neighbour staircase). Zeros are the padding ``to_network`` uses. Written
     here rather than with MONAI's ``RandZoom`` because it works on the whole batch already in memory and
-    draws from the run's own generator, so a resumed run replays the same augmentation.
+    draws from the run's own generator, so a resumed run replays the same augmentation. In place, as
+    :func:`random_flip` (the training loops hand it their batch's copy).
     """
     n = images.shape[0]
     scale = 1 - zoom_out * torch.rand(n, generator=gen)  # (B,)
@@ -153,7 +154,6 @@ def random_zoom_out(images: torch.Tensor, masks: torch.Tensor, gen: torch.Genera
     theta = torch.zeros(int(pick.sum()), 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale[pick]
     grid = F.affine_grid(theta, [len(theta), *images.shape[1:]], align_corners=False)  # (b, S, S, 2)
-    images, masks = images.clone(), masks.clone()
     images[pick] = F.grid_sample(images[pick], grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
                                  align_corners=False)
     m = F.grid_sample(masks[pick].unsqueeze(1).float(), grid, mode="bilinear", padding_mode="zeros",
