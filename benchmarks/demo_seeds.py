@@ -1,14 +1,16 @@
 """The demo (``pixeldrl demo``) for several seeds, and the MONAI U-Net on the same split.
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 [--out /tmp/demo_seeds] [--keep benchmarks/results/demo_seeds]
-        [--set batch_size=4 --set epochs=12] [--no-unet]
+        [--set batch_size=4 --set epochs=12] [--baselines unet attention-unet] [--no-unet | --baselines-only]
 
 Each seed runs ``pixeldrl.experiments.demo.run_demo`` into its own folder, one after the other (timed: the
 demo's wall time includes writing the data, training, validation, the test evaluation and the
 figures). ``--set KEY=VALUE`` changes one of the demo's training settings (``DEMO_TRAIN``) or any
 other ``TrainConfig`` field (``--set pixel_done=true``) for a variant of the recipe, for the demo and
-the U-Net alike (the U-Net ignores the PA3C fields). Then ``pixeldrl train --model unet`` trains on the same data folder with the demo's
-settings (same split, epochs, batch size, learning rate) for each seed. Prints a table of test
+the baselines alike (they ignore the PA3C fields). Then ``pixeldrl train --model unet`` (each of
+``--baselines``; ``--no-unet``: none) trains on the same data folder with the demo's settings (same
+split, epochs, batch size, learning rate) for each seed (``--baselines-only``: those alone, on the
+data a demo run left in ``--out``, e.g. in a second process beside it). Prints a table of test
 metrics (mean ± std over seeds) and writes it, with every run's summary and per-slice scores, to ``--keep``.
 
 A second table splits the test slices by the area of their white-matter label (pixels at the
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from machine import cpu_name
 
-from pixeldrl.config import TrainConfig, make_config
+from pixeldrl.config import SUPERVISED_MODELS, TrainConfig, make_config
 from pixeldrl.experiments.demo import DEMO_TRAIN, run_demo
 from pixeldrl.training.train import train
 
@@ -74,8 +76,8 @@ def by_area_table(runs: dict[str, list[Path]], data: Path) -> str:
 
 def run_folders(out: Path, seeds) -> dict[str, list[tuple[Path, int]]]:
     """(run folder, seed) of the runs that ``main`` leaves under ``out`` for these seeds (those that exist)."""
-    found = {"pixeldrl": [(out / f"seed{s}" / "run", s) for s in seeds],
-             "unet": [(out / f"unet_seed{s}", s) for s in seeds]}
+    found = {"pixeldrl": [(out / f"seed{s}" / "run", s) for s in seeds]}
+    found.update({m: [(out / f"{m}_seed{s}", s) for s in seeds] for m in SUPERVISED_MODELS})
     return {k: [(f, s) for f, s in v if (f / "summary.json").is_file()] for k, v in found.items()}
 
 
@@ -84,7 +86,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="/tmp/demo_seeds")
     p.add_argument("--keep", help="folder for the table and each run's summary")
-    p.add_argument("--no-unet", action="store_true")
+    p.add_argument("--baselines", nargs="+", default=["unet"], choices=SUPERVISED_MODELS)
+    p.add_argument("--no-unet", action="store_true", help="train no baseline")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="train only the baselines, on the data folder a demo run of the first seed left in --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field of the demo's training (a recipe variant)")
     p.add_argument("--from", dest="from_dir", metavar="DIR",
@@ -109,22 +114,24 @@ def main() -> None:
         # run_demo reads the module's DEMO_TRAIN, so the variant is an in-place update of it
         DEMO_TRAIN[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     out = Path(a.out)
-    rows = {"pixeldrl": [], "unet": []}
-    for seed in a.seeds:
+    if a.baselines_only and (a.no_unet or not (out / f"seed{a.seeds[0]}" / "data").is_dir()):
+        p.error(f"--baselines-only trains on {out}/seed{a.seeds[0]}/data, which a demo run leaves (and not with --no-unet)")
+    rows = {"pixeldrl": [], **{m: [] for m in a.baselines}}
+    for seed in [] if a.baselines_only else a.seeds:
         t0 = time.time()
         res = run_demo(out / f"seed{seed}", seed=seed, progress=False)
         rows["pixeldrl"].append({**res["mean"], "wall_s": time.time() - t0, "seed": seed})
         print(f"demo seed {seed}: DICE {res['mean']['DICE']:.3f} BIoU {res['mean']['BIoU']:.3f} "
               f"({time.time() - t0:.0f} s)", flush=True)
-    if not a.no_unet:
+    for model in [] if a.no_unet else a.baselines:
         for seed in a.seeds:
             t0 = time.time()
-            cfg = make_config("small", model="unet", data=str(out / f"seed{a.seeds[0]}" / "data"),
-                              out=str(out / f"unet_seed{seed}"), seed=seed, **DEMO_TRAIN)
+            cfg = make_config("small", model=model, data=str(out / f"seed{a.seeds[0]}" / "data"),
+                              out=str(out / f"{model}_seed{seed}"), seed=seed, **DEMO_TRAIN)
             run = train(cfg, progress=False)
             res = json.loads((run / "summary.json").read_text())
-            rows["unet"].append({**res["mean"], "wall_s": time.time() - t0, "seed": seed})
-            print(f"unet seed {seed}: DICE {res['mean']['DICE']:.3f} BIoU {res['mean']['BIoU']:.3f} "
+            rows[model].append({**res["mean"], "wall_s": time.time() - t0, "seed": seed})
+            print(f"{model} seed {seed}: DICE {res['mean']['DICE']:.3f} BIoU {res['mean']['BIoU']:.3f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
     report(a, out, rows, "wall (s)")
 

@@ -6,10 +6,12 @@
 
 Every run is the ``reproduce`` run of ``--model`` (default ``pixeldrl``) for that seed
 (``reproduce.run_config``: the same split, preset, budget and test evaluation at the slices' own
-size), with the variant's ``KEY=VALUE`` changes to its ``TrainConfig`` on top. Runs train
+size), with the variant's ``KEY=VALUE`` changes to its ``TrainConfig`` on top (``model=NAME``
+trains another method, e.g. a baseline beside PixelDRL-MG). Runs train
 ``--jobs`` at a time in fresh single-threaded processes into ``OUT/VARIANT/seedS`` (finished runs
 are skipped), then a table of test DICE and Boundary IoU (mean ± sample std over seeds, and each
-seed's) is printed and written to ``OUT/table.md``. It answers "which recipe should the table's
+seed's), and the same by the area of each test slice's label (``demo_seeds.by_area_table``), are
+printed and written to ``OUT/table.md`` (``--table-only``: for the finished runs, training nothing). It answers "which recipe should the table's
 runs use?" with seeds, before ``reproduce`` trains them all.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from demo_seeds import by_area_table
 from machine import cpu_name
 
 
@@ -42,6 +45,8 @@ def parse_variant(spec: str) -> tuple[str, dict]:
 
 def _train(job: tuple) -> str:
     settings, model, name, changes, seed, out = job
+    changes = dict(changes)
+    model = changes.pop("model", model)  # a variant may name another method: ``attu:model=attention-unet``
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -93,6 +98,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", required=True, help="NAME[:KEY=VALUE,...] (repeat)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--table-only", action="store_true", help="train nothing: tabulate the finished runs in --out")
     p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
     a = p.parse_args()
     rest = [x for x in a.reproduce_args if x != "--"]
@@ -100,11 +106,14 @@ def main() -> None:
     s = Settings(data=r.data, epochs=r.epochs, preset=r.preset, image_size=r.image_size,
                  batch_size=r.batch_size, progress=False)
     variants = [parse_variant(v) for v in a.variant]
-    jobs = [(s, a.model, n, c, seed, a.out) for n, c in variants for seed in a.seeds]
+    jobs = [] if a.table_only else [(s, a.model, n, c, seed, a.out) for n, c in variants for seed in a.seeds]
     with mp.get_context("spawn").Pool(a.jobs) as pool:
         for msg in pool.imap_unordered(_train, jobs):
             print(msg, flush=True)
-    text = table(Path(a.out), variants, a.seeds)
+    runs = {n: [Path(a.out) / n / f"seed{seed}" for seed in a.seeds] for n, _ in variants}
+    runs = {n: [f for f in fs if (f / "summary.json").is_file()] for n, fs in runs.items()}
+    text = (table(Path(a.out), variants, a.seeds) + "\n\nTest DICE and BIoU by the label's area (pixels at 128²; "
+            "mean over the band's slices, then mean ± std over seeds):\n\n" + by_area_table(runs, Path(s.data)))
     (Path(a.out) / "table.md").write_text(text + "\n")
     print(text)
 
