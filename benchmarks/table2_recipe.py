@@ -66,19 +66,18 @@ def _train(job: tuple) -> str:
     return f"{name} seed {seed}: trained in {time.time() - t0:.0f} s"
 
 
-def table(out: Path, variants: list[tuple[str, dict]], seeds: list[int]) -> str:
+def table(runs: dict[str, list[Path]], variants: list[tuple[str, dict]]) -> str:
+    """The main table: ``runs`` maps each variant's name to its finished run folders."""
     lines = [f"Machine: {cpu_name()}, one thread per run.", "",
              "| variant | changes | seeds | DICE | BIoU | DICE per seed | wall s / run |",
              "|---|---|---:|---:|---:|---|---:|"]
     for name, changes in variants:
         d, b, w = [], [], []
-        for s in seeds:
-            run = out / name / f"seed{s}"
-            if (run / "summary.json").is_file():
-                m = json.loads((run / "summary.json").read_text())["mean"]
-                d.append(m["DICE"])
-                b.append(m["BIoU"])
-                w.append(float((run / "wall.txt").read_text()) if (run / "wall.txt").is_file() else np.nan)
+        for run in runs[name]:
+            m = json.loads((run / "summary.json").read_text())["mean"]
+            d.append(m["DICE"])
+            b.append(m["BIoU"])
+            w.append(float((run / "wall.txt").read_text()) if (run / "wall.txt").is_file() else np.nan)
         if not d:
             continue
         sd = lambda v: f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else ""  # noqa: E731
@@ -106,13 +105,14 @@ def main() -> None:
     s = Settings(data=r.data, epochs=r.epochs, preset=r.preset, image_size=r.image_size,
                  batch_size=r.batch_size, progress=False)
     variants = [parse_variant(v) for v in a.variant]
-    jobs = [] if a.table_only else [(s, a.model, n, c, seed, a.out) for n, c in variants for seed in a.seeds]
-    with mp.get_context("spawn").Pool(a.jobs) as pool:
-        for msg in pool.imap_unordered(_train, jobs):
-            print(msg, flush=True)
+    if not a.table_only:
+        jobs = [(s, a.model, n, c, seed, a.out) for n, c in variants for seed in a.seeds]
+        with mp.get_context("spawn").Pool(a.jobs) as pool:
+            for msg in pool.imap_unordered(_train, jobs):
+                print(msg, flush=True)
     runs = {n: [Path(a.out) / n / f"seed{seed}" for seed in a.seeds] for n, _ in variants}
     runs = {n: [f for f in fs if (f / "summary.json").is_file()] for n, fs in runs.items()}
-    text = (table(Path(a.out), variants, a.seeds) + "\n\nTest DICE and BIoU by the label's area (pixels at 128²; "
+    text = (table(runs, variants) + "\n\nTest DICE and BIoU by the label's area (pixels at 128²; "
             "mean over the band's slices, then mean ± std over seeds):\n\n" + by_area_table(runs, Path(s.data)))
     (Path(a.out) / "table.md").write_text(text + "\n")
     print(text)
