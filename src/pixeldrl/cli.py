@@ -7,7 +7,7 @@
     pixeldrl evaluate --pred DIR --gt DIR [--json]
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
     pixeldrl info [--model NAME] [--preset paper|small] [--json]
-    pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K]
+    pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K] [--lr LR] [--t-max T]
     pixeldrl export --checkpoint CKPT --format torchscript|onnx OUT
     pixeldrl view PRED_DIR [--images DIR] [--gt DIR] [--out view.html]
 
@@ -333,7 +333,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     except ValueError:
         raise InputError(f"--shots {a.shots}: expected comma-separated integers, e.g. 50,100") from None
     s = Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
-                 batch_size=a.batch_size, device=a.device, shots=shots, progress=sys.stderr.isatty())
+                 batch_size=a.batch_size, lr=a.lr, t_max=a.t_max, device=a.device, shots=shots,
+                 progress=sys.stderr.isatty())
     exp_dir = reproduce(a.experiment, s)
     print((exp_dir / "results.md").read_text())
     files = [exp_dir / f for f in ("results.md", "results.csv", "bars.png", "comparison.png")]
@@ -449,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input side of every model (default: follows the data: its largest in-plane side rounded "
                         "up to a multiple of 32, at least 64, at most the preset's size; printed)")
     p.add_argument("--batch-size", type=int, help="images per update of every model (preset default)")
+    p.add_argument("--lr", type=float, help="Adam learning rate of every model (preset default)")
+    p.add_argument("--t-max", type=int, help="training episode length of PixelDRL-MG and PixelRL (preset default)")
     p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_reproduce)

@@ -82,6 +82,8 @@ def test_info_gives_every_models_parameter_count(capsys):
     (["reproduce", "--data", "{data}", "--experiment", "table4", "--shots", "50", *TINY], "only 7 slices"),
     (["reproduce", "--data", "{data}", "--experiment", "table4", "--shots", "a,b"], "comma-separated"),
     (["reproduce", "--data", "{data}", "--experiment", "table2", "--seeds", "0"], "--seeds"),
+    (["reproduce", "--data", "{data}", "--experiment", "table2", "--lr", "-1", *TINY], "--lr must be"),
+    (["reproduce", "--data", "{data}", "--experiment", "table3", "--t-max", "0", *TINY], "--t-max must be"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, data, tmp_path, args, message):
     args = [a.replace("{data}", str(data)) for a in args] + (["--out", str(tmp_path / "o")] if args[0] != "info" else [])
@@ -305,6 +307,29 @@ def test_table4_uses_the_protocols_k_shot_for_every_layout(tmp_path):
         assert cfg.k_shot == 2 and cfg.data == str(folder)
         names.append(load_dataset(cfg)["train"].names)
     assert len(names[0]) == 2 and names[0] == names[1]  # same k slices for every method and seed
+
+
+def test_lr_and_t_max_set_the_recipe_of_every_row_and_default_to_the_presets(tmp_path):
+    """``--lr`` reaches every method alike (the shared budget), ``--t-max`` the PA3C methods'
+    episodes; without them each run keeps the preset's values, and a stored run trained with other
+    values is not reused."""
+    from pixeldrl.experiments.reproduce import Row, Settings, ensure_run, run_config
+
+    folder = make_folder(tmp_path / "disks", n=10)
+    preset = make_config("small")
+    tuned = Settings(data=str(folder), preset="small", image_size=32, epochs=1, seeds=1, lr=6e-3, t_max=2)
+    for model in ("pixeldrl", "pixelrl", "unet", "attention-unet"):
+        cfg = run_config(tuned, Row(model, LABELS[model]), seed=0, out=tmp_path / "rep")
+        assert cfg.lr == 6e-3 and cfg.t_max == 2
+        plain = run_config(Settings(data=str(folder), preset="small", image_size=32, epochs=1, seeds=1),
+                           Row(model, LABELS[model]), seed=0, out=tmp_path / "rep")
+        assert (plain.lr, plain.t_max) == (preset.lr, preset.t_max) != (6e-3, 2)
+    run, how = ensure_run(run_config(tuned, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"),
+                          progress=False)
+    assert how == "trained" and json.loads((run / "config.json").read_text())["t_max"] == 2
+    longer = Settings(data=str(folder), preset="small", image_size=32, epochs=1, seeds=1, lr=6e-3, t_max=3)
+    with pytest.raises(InputError, match="t_max=2"):
+        ensure_run(run_config(longer, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"), progress=False)
 
 
 # --------------------------------------------------------------------------- volumes and the input size

@@ -29,8 +29,8 @@ size serves every experiment and runs stay shared between them), at most the pre
 256, small 128). The choice is printed and written into ``results.md``.
 
 Every method shares the data pipeline, splits, input size, epoch budget, batch size, optimiser
-schedule, checkpoint selection (best validation Dice) and metrics; only the model and its loss
-differ. Layout under ``--out``::
+schedule (``--lr`` sets every method's learning rate), checkpoint selection (best validation Dice)
+and metrics; only the model and its loss differ (``--t-max``: the PA3C methods' training episodes). Layout under ``--out``::
 
     runs/ROW/eE-seedS/        one run folder per (method, setting, seed) — train.py's files, plus
                               robustness/CONDITION.json (clean.json too) for the robustness experiment
@@ -121,6 +121,10 @@ class Settings:
     preset: str = "paper"
     image_size: int | None = None
     batch_size: int | None = None
+    lr: float | None = None
+    """Adam learning rate of every run, each method alike (None: the preset's)."""
+    t_max: int | None = None
+    """Training episode length of the PA3C methods, PixelDRL-MG and PixelRL (None: the preset's)."""
     device: str = "cpu"
     shots: tuple[int, ...] = (50, 100)
     corruptions: tuple[Corruption, ...] = field(default=CORRUPTIONS)
@@ -154,7 +158,7 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
     # whatever the layout, so every method and seed trains on the same k slices.
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
-                      batch_size=s.batch_size, device=s.device, seed=seed, use_sam=row.use_sam,
+                      batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, device=s.device, seed=seed, use_sam=row.use_sam,
                       use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg.epochs, seed))
     return cfg
@@ -483,7 +487,8 @@ def reproduce(experiment: str, s: Settings) -> Path:
     lines = [f"# {title}", "",
              f"Data `{s.data}`; {s.seeds} seed(s) (mean ± sample std over seeds); {cfg0.epochs} epochs, batch "
              f"{cfg0.batch_size}, {cfg0.image_size}×{cfg0.image_size} input ({size_note}), Adam lr {cfg0.lr} "
-             f"×{cfg0.lr_decay} every {cfg0.lr_step} epochs; PixelDRL-MG preset `{s.preset}`; best validation Dice "
+             f"×{cfg0.lr_decay} every {cfg0.lr_step} epochs; PixelDRL-MG preset `{s.preset}`, training episodes of "
+             f"{cfg0.t_max} steps for the PA3C methods; best validation Dice "
              f"picks the checkpoint; {where}. Best value per column (per setting) in bold; for HD95 and parameters "
              f"lower is better.", "",
              ]
