@@ -30,7 +30,8 @@ size serves every experiment and runs stay shared between them), at most the pre
 
 Every method shares the data pipeline, splits, input size, epoch budget, batch size, optimiser
 schedule (``--lr`` sets every method's learning rate), checkpoint selection (best validation Dice)
-and metrics; only the model and its loss differ (``--t-max``: the PA3C methods' training episodes). Layout under ``--out``::
+and metrics; only the model and its loss differ (``--t-max``: the PA3C methods' training episodes).
+Layout under ``--out``::
 
     runs/ROW/eE-seedS/        one run folder per (method, setting, seed) — train.py's files, plus
                               robustness/CONDITION.json (clean.json too) for the robustness experiment
@@ -158,8 +159,8 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
     # whatever the layout, so every method and seed trains on the same k slices.
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
-                      batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, device=s.device, seed=seed, use_sam=row.use_sam,
-                      use_dilation=row.use_dilation, k_shot=row.k_shot)
+                      batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, device=s.device, seed=seed,
+                      use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg.epochs, seed))
     return cfg
 
