@@ -10,7 +10,8 @@ small, the cores idle between layers). This script trains the same run folders, 
 settings (``reproduce.run_config``), ``--jobs`` at a time, each in a fresh process with one torch
 thread; finished runs are skipped. Then the ``pixeldrl reproduce`` commands (the arguments after
 ``--``, plus ``--experiment``) find every run finished and only write the tables and figures.
-Longest runs go first (PixelRL, then the PA3C runs, then the U-Nets), so the pool ends together.
+Experiments' runs go in the order given (a time limit then cuts the last), within each the longest
+first (PixelRL, then the PA3C runs, then the U-Nets), so the pool ends together.
 """
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ def _train(args: tuple) -> str:
 
 
 def main() -> None:
-    from pixeldrl.cli import build_parser
-    from pixeldrl.experiments.reproduce import Settings, auto_image_size, experiment_rows
+    import dataclasses
+
+    from pixeldrl.cli import build_parser, reproduce_settings
+    from pixeldrl.experiments.reproduce import auto_image_size, experiment_rows
 
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=2)
@@ -49,10 +52,9 @@ def main() -> None:
     p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
     a = p.parse_args()
     rest = [x for x in a.reproduce_args if x != "--"]
-    r = build_parser().parse_args(["reproduce", "--experiment", a.experiments[0], *rest])
-    shots = tuple(int(k) for k in a.shots.split(","))
-    s = Settings(data=r.data, out=r.out or "", epochs=r.epochs, seeds=r.seeds, preset=r.preset,
-                 image_size=r.image_size, batch_size=r.batch_size, shots=shots, progress=False)
+    r = build_parser().parse_args(["reproduce", "--experiment", a.experiments[0], "--shots", a.shots, *rest])
+    s = dataclasses.replace(reproduce_settings(r), progress=False)
+    shots = s.shots
     if s.image_size is None:  # as reproduce chooses it
         s.image_size = auto_image_size(s.data, s.preset)[0]
     jobs, seen = [], set()
@@ -62,8 +64,8 @@ def main() -> None:
                 wanted = row.model in a.models and (a.only_seeds is None or seed in a.only_seeds)
                 if wanted and (row, seed) not in seen:
                     seen.add((row, seed))
-                    jobs.append((s, row, seed))
-    jobs.sort(key=lambda j: ORDER.index(j[1].model))
+                    jobs.append((a.experiments.index(exp), ORDER.index(row.model), s, row, seed))
+    jobs = [j[2:] for j in sorted(jobs, key=lambda j: j[:2])]
     print(f"{len(jobs)} runs, {a.jobs} at a time", flush=True)
     t0 = time.time()
     with mp.get_context("spawn").Pool(a.jobs, maxtasksperchild=1) as pool:

@@ -117,6 +117,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="Eq. 8's neighbour kernel w: fixed identity (default) or normalised and learned")
     r.add_argument("--policy-gradient", choices=["sampled", "all_actions"],
                    help="policy loss on the sampled action (A3C) or on both actions' known outcomes")
+    r.add_argument("--value-loss", choices=["mse", "huber"],
+                   help="the critic's loss: ½(R−V)² (default) or Huber (linear beyond |R−V| = 1)")
     r.add_argument("--alive-only", action="store_true", default=None,
                    help="average the policy/entropy terms over still-unzeroed pixels only")
     r.add_argument("--pixel-done", action=argparse.BooleanOptionalAction, default=None,
@@ -158,7 +160,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", "lr_schedule", "norm", "device", "seed",
                  "val_every", "use_sam", "use_dilation", "augment", "zoom_out", "amp", "recompute", "channels_last", "workers",
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
-                 "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "t_max", "gamma",
+                 "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "value_loss", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "t_max", "gamma",
                  "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase",
                  "coarse_epochs", "coarse_size")
 
@@ -327,14 +329,19 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(a: argparse.Namespace) -> int:
+def reproduce_settings(a: argparse.Namespace) -> Settings:
+    """The :class:`Settings` of parsed ``reproduce`` options."""
     try:
         shots = tuple(int(k) for k in a.shots.split(","))
     except ValueError:
         raise InputError(f"--shots {a.shots}: expected comma-separated integers, e.g. 50,100") from None
-    s = Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
-                 batch_size=a.batch_size, lr=a.lr, t_max=a.t_max, device=a.device, shots=shots,
-                 progress=sys.stderr.isatty())
+    return Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
+                    batch_size=a.batch_size, lr=a.lr, t_max=a.t_max, coarse_epochs=a.coarse_epochs,
+                    zoom_out=a.zoom_out, device=a.device, shots=shots, progress=sys.stderr.isatty())
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    s = reproduce_settings(a)
     exp_dir = reproduce(a.experiment, s)
     print((exp_dir / "results.md").read_text())
     files = [exp_dir / f for f in ("results.md", "results.csv", "bars.png", "comparison.png")]
@@ -452,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per update of every model (preset default)")
     p.add_argument("--lr", type=float, help="Adam learning rate of every model (preset default)")
     p.add_argument("--t-max", type=int, help="training episode length of PixelDRL-MG and PixelRL (preset default)")
+    p.add_argument("--coarse-epochs", type=int,
+                   help="first epochs of every run on slices at half the side (progressive resizing; default 0)")
+    p.add_argument("--zoom-out", type=float,
+                   help="scale augmentation of every run: slices shrunk by up to this fraction (default 0)")
     p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_reproduce)

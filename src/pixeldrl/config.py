@@ -86,6 +86,9 @@ class TrainConfig:
     """Entropy bonus β (chosen)."""
     value_coef: float = 0.5
     """Weight of the value loss ½(R−V)² in the total (chosen)."""
+    value_loss: str = "mse"
+    """The critic's loss per pixel: ``mse`` ½(R−V)² (A3C's, chosen) or ``huber`` (quadratic for
+    |R−V| ≤ 1, linear beyond), which bounds the gradient of a pixel whose target jumps."""
     bootstrap_value: bool = False
     """R(t_max) = V(s(t_max)) as Eq. 8 is written (True) or 0 because the episode ends (False, chosen)."""
     alive_only: bool = False
@@ -288,6 +291,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.lr_schedule in ("step", "cosine"), f"--lr-schedule must be step or cosine, got {cfg.lr_schedule!r}"),
         (cfg.returns in ("one_step", "multi_step"), f"returns must be one_step or multi_step, got {cfg.returns!r}"),
         (cfg.kernel in ("delta", "learned"), f"kernel must be delta or learned, got {cfg.kernel!r}"),
+        (cfg.value_loss in ("mse", "huber"), f"value_loss must be mse or huber, got {cfg.value_loss!r}"),
         (cfg.policy_gradient in ("sampled", "all_actions"),
          f"policy_gradient must be sampled or all_actions, got {cfg.policy_gradient!r}"),
         (cfg.init_keep_prob is None or 0 < cfg.init_keep_prob < 1,

@@ -8,6 +8,7 @@ module (built once), so the whole file takes about a minute on two busy cores.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -309,27 +310,32 @@ def test_table4_uses_the_protocols_k_shot_for_every_layout(tmp_path):
     assert len(names[0]) == 2 and names[0] == names[1]  # same k slices for every method and seed
 
 
-def test_lr_and_t_max_set_the_recipe_of_every_row_and_default_to_the_presets(tmp_path):
-    """``--lr`` reaches every method alike (the shared budget), ``--t-max`` the PA3C methods'
-    episodes; without them each run keeps the preset's values, and a stored run trained with other
+def test_recipe_options_set_every_row_and_default_to_the_presets(tmp_path):
+    """``--lr``, ``--coarse-epochs`` and ``--zoom-out`` reach every method alike (the shared budget),
+    ``--t-max`` the PA3C methods' episodes; without them each run keeps the preset's values, and a stored run trained with other
     values is not reused."""
     from pixeldrl.experiments.reproduce import Row, Settings, ensure_run, run_config
 
     folder = make_folder(tmp_path / "disks", n=10)
     preset = make_config("small")
-    tuned = Settings(data=str(folder), preset="small", image_size=32, epochs=1, seeds=1, lr=6e-3, t_max=2)
+    tuned = Settings(data=str(folder), preset="small", image_size=64, epochs=1, seeds=1, lr=6e-3, t_max=2,
+                     coarse_epochs=1, zoom_out=0.5)
     for model in ("pixeldrl", "pixelrl", "unet", "attention-unet"):
         cfg = run_config(tuned, Row(model, LABELS[model]), seed=0, out=tmp_path / "rep")
-        assert cfg.lr == 6e-3 and cfg.t_max == 2
-        plain = run_config(Settings(data=str(folder), preset="small", image_size=32, epochs=1, seeds=1),
+        assert (cfg.lr, cfg.t_max, cfg.coarse_epochs, cfg.zoom_out) == (6e-3, 2, 1, 0.5)
+        plain = run_config(Settings(data=str(folder), preset="small", image_size=64, epochs=1, seeds=1),
                            Row(model, LABELS[model]), seed=0, out=tmp_path / "rep")
-        assert (plain.lr, plain.t_max) == (preset.lr, preset.t_max) != (6e-3, 2)
+        assert ((plain.lr, plain.t_max, plain.coarse_epochs, plain.zoom_out)
+                == (preset.lr, preset.t_max, preset.coarse_epochs, preset.zoom_out) != (6e-3, 2, 1, 0.5))
     run, how = ensure_run(run_config(tuned, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"),
                           progress=False)
     assert how == "trained" and json.loads((run / "config.json").read_text())["t_max"] == 2
-    longer = Settings(data=str(folder), preset="small", image_size=32, epochs=1, seeds=1, lr=6e-3, t_max=3)
+    longer = dataclasses.replace(tuned, t_max=3)
     with pytest.raises(InputError, match="t_max=2"):
         ensure_run(run_config(longer, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"), progress=False)
+    unzoomed = dataclasses.replace(tuned, zoom_out=None)
+    with pytest.raises(InputError, match="zoom_out=0.5"):
+        ensure_run(run_config(unzoomed, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"), progress=False)
 
 
 # --------------------------------------------------------------------------- volumes and the input size

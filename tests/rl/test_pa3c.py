@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from pixeldrl.rl import env
@@ -201,6 +202,22 @@ def test_all_actions_policy_gradient_on_hand_made_numbers():
     L.policy.backward()
     # d/dp = −(Q_keep − Q_zero)/2: background pushes π(keep) down, foreground up
     assert torch.allclose(p_keep.grad.flatten(), torch.tensor([0.5, -0.5]))
+
+
+def test_huber_value_loss_matches_mse_near_the_target_and_bounds_the_gradient_beyond():
+    # T=1, two pixels, one-step return R = r (bootstrap 0): errors R − V of 0.5 and 3.0.
+    values = torch.tensor([[[[0.5, -2.0]]]], requires_grad=True)
+    ro = Rollout(log_probs=torch.zeros(1, 1, 1, 2), entropies=torch.zeros(1, 1, 1, 2), values=values,
+                 alive=torch.ones(1, 1, 1, 2), rewards=torch.tensor([[[[1.0, 1.0]]]]),
+                 bootstrap=torch.zeros(1, 1, 2), final_mask=torch.ones(1, 1, 2))
+    mse = pa3c_losses(ro, ReturnKernel(1), gamma=0.95, value_coef=0.5, entropy_beta=0.0)
+    huber = pa3c_losses(ro, ReturnKernel(1), gamma=0.95, value_coef=0.5, entropy_beta=0.0, value_loss="huber")
+    assert math.isclose(mse.value.item(), (0.5 * 0.5**2 + 0.5 * 3.0**2) / 2, rel_tol=1e-6)
+    assert math.isclose(huber.value.item(), (0.5 * 0.5**2 + (3.0 - 0.5)) / 2, rel_tol=1e-6)
+    (grad,) = torch.autograd.grad(huber.value, values)
+    assert torch.allclose(grad.flatten(), torch.tensor([-0.5, -1.0]) / 2)  # the far pixel's pull capped at 1
+    with pytest.raises(ValueError, match="value_loss"):
+        pa3c_losses(ro, ReturnKernel(1), gamma=0.95, value_coef=0.5, entropy_beta=0.0, value_loss="l1")
 
 
 def test_back_propagating_through_some_steps_gives_those_steps_weighted_gradient():

@@ -84,9 +84,9 @@ SIZE_MULTIPLE = 32
 MIN_SIZE = 64
 # Settings that must match for a finished run folder to be reused.
 _RUN_KEYS = ("model", "preset", "use_sam", "use_dilation", "image_size", "epochs", "batch_size", "lr", "seed",
-             "split_seed", "lr_step", "lr_decay")
+             "split_seed", "lr_step", "lr_decay", "coarse_epochs", "zoom_out")
 # ... and, for the PA3C methods, their recipe's settings that a preset sets (the U-Nets ignore them).
-_PA3C_RUN_KEYS = ("t_max", "ema_decay", "coarse_epochs")
+_PA3C_RUN_KEYS = ("t_max", "ema_decay")
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,10 @@ class Settings:
     """Adam learning rate of every run, each method alike (None: the preset's)."""
     t_max: int | None = None
     """Training episode length of the PA3C methods, PixelDRL-MG and PixelRL (None: the preset's)."""
+    coarse_epochs: int | None = None
+    """First epochs of every run on slices shrunk to half the side (None: the preset's, none)."""
+    zoom_out: float | None = None
+    """Scale augmentation of every run: slices shrunk by up to this fraction (None: the preset's, none)."""
     device: str = "cpu"
     shots: tuple[int, ...] = (50, 100)
     corruptions: tuple[Corruption, ...] = field(default=CORRUPTIONS)
@@ -159,7 +163,8 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
     # whatever the layout, so every method and seed trains on the same k slices.
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
-                      batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, device=s.device, seed=seed,
+                      batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, coarse_epochs=s.coarse_epochs,
+                      zoom_out=s.zoom_out, device=s.device, seed=seed,
                       use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg.epochs, seed))
     return cfg
@@ -489,7 +494,11 @@ def reproduce(experiment: str, s: Settings) -> Path:
              f"Data `{s.data}`; {s.seeds} seed(s) (mean ± sample std over seeds); {cfg0.epochs} epochs, batch "
              f"{cfg0.batch_size}, {cfg0.image_size}×{cfg0.image_size} input ({size_note}), Adam lr {cfg0.lr} "
              f"×{cfg0.lr_decay} every {cfg0.lr_step} epochs; PixelDRL-MG preset `{s.preset}`, training episodes of "
-             f"{cfg0.t_max} steps for the PA3C methods; best validation Dice "
+             f"{cfg0.t_max} steps for the PA3C methods"
+             + (f"; the first {cfg0.coarse_epochs} epochs at {cfg0.coarse_side()}×{cfg0.coarse_side()}"
+                if cfg0.coarse_epochs else "")
+             + (f"; slices shrunk by up to {cfg0.zoom_out:g} at random in training" if cfg0.zoom_out else "")
+             + "; best validation Dice "
              f"picks the checkpoint; {where}. Best value per column (per setting) in bold; for HD95 and parameters "
              f"lower is better.", "",
              ]

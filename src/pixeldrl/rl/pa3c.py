@@ -372,7 +372,8 @@ class Losses:
 
 def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: float,
                 entropy_beta: float, alive_only: bool = False, returns: str = "one_step",
-                policy_gradient: str = "sampled", mask_dead: bool = False, pixel_done: bool = False) -> Losses:
+                policy_gradient: str = "sampled", mask_dead: bool = False, pixel_done: bool = False,
+                value_loss: str = "mse") -> Losses:
     """Actor-critic losses of one rollout (see the module docstring for the reductions).
 
     ``returns``: ``one_step`` (:func:`one_step_returns`) or ``multi_step`` (:func:`nstep_returns`).
@@ -381,6 +382,7 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
     because both actions' outcomes are known for every live pixel: zeroing earns Eq. 12's reward
     and ends the pixel's episode (its later value is 0), keeping earns 0 plus γ · V of the pixel
     still alive (the next state's value where it was kept, this state's where it was zeroed).
+    ``value_loss``: ``mse`` — ½(R − V)²; ``huber`` — the same for |R − V| ≤ 1, linear beyond.
     """
     if returns == "one_step":
         values = ro.values
@@ -430,7 +432,12 @@ def pa3c_losses(ro: Rollout, kernel: ReturnKernel, gamma: float, value_coef: flo
         raise ValueError(f"policy_gradient must be sampled or all_actions, got {policy_gradient!r}")
     # Per step (T,), then summed over the steps (weighted when only some carry gradients).
     policy = (policy_terms * weight).mean(dim=(1, 2, 3))
-    value_terms = 0.5 * advantage.pow(2)
+    if value_loss == "mse":
+        value_terms = 0.5 * advantage.pow(2)
+    elif value_loss == "huber":  # ½x² for |x| ≤ 1, |x| − ½ beyond: the same loss near the target
+        value_terms = F.huber_loss(advantage, torch.zeros_like(advantage), reduction="none", delta=1.0)
+    else:
+        raise ValueError(f"value_loss must be mse or huber, got {value_loss!r}")
     if pixel_done:  # terminal pixels have no value to learn
         value_terms = value_terms * ro.alive
     value = value_terms.mean(dim=(1, 2, 3))
@@ -453,7 +460,7 @@ def episode_losses(agent: Agent, images: torch.Tensor, gt: torch.Tensor, cfg, un
         ro = rollout(agent, images, gt, cfg.t_max, bootstrap_value=cfg.bootstrap_value, uniforms=uniforms,
                      grad_steps=grad_steps)
     return ro, pa3c_losses(ro, agent.return_kernel, cfg.gamma, cfg.value_coef, cfg.entropy_beta, cfg.alive_only,
-                           cfg.returns, cfg.policy_gradient, cfg.mask_dead, cfg.pixel_done)
+                           cfg.returns, cfg.policy_gradient, cfg.mask_dead, cfg.pixel_done, cfg.value_loss)
 
 
 def episode_stats(ro: Rollout, losses: Losses, t_max: int) -> torch.Tensor:
