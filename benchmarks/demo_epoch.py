@@ -2,7 +2,7 @@
 
     python benchmarks/demo_epoch.py [--data DIR] [--epochs 4] [--repeats 1] [--variants plain cl bf16 shards2 ...]
 
-Trains the demo's configuration (``pixeldrl.experiments.demo.DEMO_TRAIN``: ``small`` preset, 128×128, batch 2)
+Trains the demo's configuration (``pixeldrl.experiments.demo.DEMO_TRAIN``: ``small`` preset, 128×128, batch 8)
 on the demo slices (written to DIR if missing) for a few epochs per variant and prints seconds per
 epoch from each run's ``log.csv`` and the speed-up over ``plain``. Validation is switched off so the
 epoch is pure training; the first epoch (process start-up, one-off allocation) and the last (which
