@@ -1,6 +1,6 @@
-# Sourced by the GPU scripts: $OUT for results, start_mps (many processes on one GPU), wheels of missing packages from .whl/ (the lent GPU
-# machines have torch but not monai or nibabel), this checkout's src/ on the path, and a header
-# naming the card, torch and commit in $OUT/gpu.txt.
+# Sourced by the GPU scripts: $OUT for results, wheels of missing packages from .whl/ (the lent GPU
+# machines have torch but not monai or nibabel), this checkout's src/ on the path, a header naming
+# the card, torch and commit in $OUT/gpu.txt, and start_mps (many processes on one GPU).
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then

@@ -11,11 +11,12 @@ This module owns the reinforcement-learning maths; ``train.py`` owns the loop ar
 * :func:`segment` — the greedy episode (argmax actions) that validation, ``predict`` and
   ``evaluate`` run; :class:`Segmentation` is its result.
 * :func:`pa3c_losses` — advantage ``A = R − V``; policy ``−log π(a|s) · A`` (A detached; or the
-  all-actions form); value ``½ (R − V)²``; entropy bonus. Each is averaged over pixels and batch
-  and summed over the ``t_max`` steps; the total is ``policy + value_coef · value − entropy_beta ·
-  entropy``. The trunk receives the sum of both heads' gradients (Eq. 16) because both losses flow
-  through it. With ``alive_only`` the policy and entropy terms average over the agents whose pixel
-  is still unzeroed instead of over all pixels, as the paper does.
+  all-actions form); value ``½ (R − V)²`` (or Huber, ``value_loss``); entropy bonus. Each is
+  averaged over pixels and batch and summed over the ``t_max`` steps; the total is ``policy +
+  value_coef · value − entropy_beta · entropy``. The trunk receives the sum of both heads' gradients
+  (Eq. 16) because both losses flow through it. With ``alive_only`` the policy and entropy terms
+  average over the agents whose pixel is still unzeroed instead of over all pixels, as the paper
+  does.
 
 With ``kernel="learned"`` the kernel ``w`` is learned through the value loss only (A is detached in
 the policy loss), as normalised weights (:class:`ReturnKernel`); the default keeps it at the identity.
