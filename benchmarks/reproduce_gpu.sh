@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The four `pixeldrl reproduce` experiments on the demo slices on one CUDA GPU, at the demo's budget
-# (128², 94 epochs of batch 8, the first 24 at 64², scale augmentation 0.5, Adam 4e-3, 2-step PA3C
-# episodes; every method alike), as RESULTS.md's GPU section reports them. The runs train JOBS at a
+# (128², 94 epochs of batch 8, the first 24 at 64², scale augmentation 0.5, Adam 4e-3, gradients
+# clipped at 1, 2-step PA3C episodes; every method alike), as RESULTS.md's GPU section reports them. The runs train JOBS at a
 # time (benchmarks/reproduce_runs.py, one CPU thread each, CUDA MPS when the machine allows it), then
 # one `pixeldrl reproduce` per experiment finds them finished and writes its tables and figures.
 # Everything but checkpoints and data is packed into $OUT/results.tgz. Run from the repository root
@@ -15,7 +15,7 @@ SEEDS=${SEEDS:-3}
 JOBS=${JOBS:-16}
 LIMIT=${LIMIT:-420}   # seconds for the training pool; an experiment with unfinished runs is left out
 R=${R:-/tmp/repro}
-BUDGET=${BUDGET:-"--image-size 128 --batch-size 8 --epochs 94 --coarse-epochs 24 --zoom-out 0.5 --t-max 2"}
+BUDGET=${BUDGET:-"--image-size 128 --batch-size 8 --epochs 94 --coarse-epochs 24 --zoom-out 0.5 --t-max 2 --grad-clip 1"}
 DEVICE=${DEVICE:-cuda}
 export OMP_NUM_THREADS=1
 start_mps

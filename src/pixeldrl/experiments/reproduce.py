@@ -84,7 +84,7 @@ SIZE_MULTIPLE = 32
 MIN_SIZE = 64
 # Settings that must match for a finished run folder to be reused.
 _RUN_KEYS = ("model", "preset", "use_sam", "use_dilation", "image_size", "epochs", "batch_size", "lr", "seed",
-             "split_seed", "lr_step", "lr_decay", "coarse_epochs", "zoom_out")
+             "split_seed", "lr_step", "lr_decay", "coarse_epochs", "zoom_out", "grad_clip")
 # ... and, for the PA3C methods, their recipe's settings that a preset sets (the U-Nets ignore them).
 _PA3C_RUN_KEYS = ("t_max", "ema_decay")
 
@@ -130,6 +130,8 @@ class Settings:
     """First epochs of every run on slices shrunk to half the side (None: the preset's, none)."""
     zoom_out: float | None = None
     """Scale augmentation of every run: slices shrunk by up to this fraction (None: the preset's, none)."""
+    grad_clip: float | None = None
+    """Gradient-norm clip of every run (None: the preset's, 5)."""
     device: str = "cpu"
     shots: tuple[int, ...] = (50, 100)
     corruptions: tuple[Corruption, ...] = field(default=CORRUPTIONS)
@@ -164,7 +166,7 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     # whatever the layout, so every method and seed trains on the same k slices.
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
                       batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, coarse_epochs=s.coarse_epochs,
-                      zoom_out=s.zoom_out, device=s.device, seed=seed,
+                      zoom_out=s.zoom_out, grad_clip=s.grad_clip, device=s.device, seed=seed,
                       use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg.epochs, seed))
     return cfg
@@ -493,7 +495,8 @@ def reproduce(experiment: str, s: Settings) -> Path:
     lines = [f"# {title}", "",
              f"Data `{s.data}`; {s.seeds} seed(s) (mean ± sample std over seeds); {cfg0.epochs} epochs, batch "
              f"{cfg0.batch_size}, {cfg0.image_size}×{cfg0.image_size} input ({size_note}), Adam lr {cfg0.lr} "
-             f"×{cfg0.lr_decay} every {cfg0.lr_step} epochs; PixelDRL-MG preset `{s.preset}`, training episodes of "
+             f"×{cfg0.lr_decay} every {cfg0.lr_step} epochs, gradients clipped at norm {cfg0.grad_clip:g}; "
+             f"PixelDRL-MG preset `{s.preset}`, training episodes of "
              f"{cfg0.t_max} steps for the PA3C methods"
              + (f"; the first {cfg0.coarse_epochs} epochs at {cfg0.coarse_side()}×{cfg0.coarse_side()}"
                 if cfg0.coarse_epochs else "")
