@@ -7,7 +7,7 @@
     pixeldrl evaluate --pred DIR --gt DIR [--json]
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
     pixeldrl info [--model NAME] [--preset paper|small] [--json]
-    pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K] [--lr LR] [--t-max T]
+    pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K] ...
     pixeldrl export --checkpoint CKPT --format torchscript|onnx OUT
     pixeldrl view PRED_DIR [--images DIR] [--gt DIR] [--out view.html]
 
