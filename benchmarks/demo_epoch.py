@@ -13,7 +13,8 @@ shared machine hit every variant alike. Compare ratios within one table.
 Variants (``VARIANTS`` below): ``plain`` is the straightforward version (NCHW, float32, one process
 with all threads); ``cl`` channels-last; ``bf16`` bfloat16 autocast; ``shardsN`` splits each batch
 into N shards on N threads (exact); ``workersN`` asynchronous Hogwild workers (changes the updates);
-``torchrunN`` N gloo ranks of one thread with the global batch kept at 2 (exact).
+``torchrunN`` N gloo ranks of one thread with the global batch kept at 2 (exact); ``gradsteps1`` back-propagates
+through one of the demo's two steps per update, drawn at random (changes the updates).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ VARIANTS: dict[str, tuple[dict, int]] = {
     "workers2": ({"workers": 2}, 0),
     "workers2,bf16": ({"workers": 2, "amp": "bf16"}, 0),
     "torchrun2,bf16": ({"amp": "bf16", "batch_size": 1}, 2),
+    "gradsteps1": ({"grad_steps": 1}, 0),
 }
 
 

@@ -365,16 +365,16 @@ def test_recipe_options_reach_the_run_and_its_checkpoint(tmp_path, capsys):
                          "--alive-only", "--init-keep-prob", "0.9", "--gamma", "0.9", "--entropy-beta", "0.02",
                          "--grad-clip", "1", "--grad-steps", "3", "--infer-steps", "4", "--pixel-done",
                          "--mask-dead", "--ema-decay", "0.9", "--t-max", "6", "--augment", "--zoom-out", "0.3",
-                         "--value-loss", "huber")
+                         "--value-loss", "huber", "--coarse-mode", "crop")
     assert rc == 0, err
     cfg = json.loads((run / "config.json").read_text())
     assert {k: cfg[k] for k in ("returns", "kernel", "policy_gradient", "alive_only", "init_keep_prob", "gamma",
                                 "entropy_beta", "grad_clip", "grad_steps", "infer_steps", "pixel_done", "mask_dead",
-                                "ema_decay", "t_max", "augment", "zoom_out", "value_loss")} == {
+                                "ema_decay", "t_max", "augment", "zoom_out", "value_loss", "coarse_mode")} == {
         "returns": "multi_step", "kernel": "learned", "policy_gradient": "all_actions", "alive_only": True,
         "init_keep_prob": 0.9, "gamma": 0.9, "entropy_beta": 0.02, "grad_clip": 1.0, "grad_steps": 3,
         "infer_steps": 4, "pixel_done": True, "mask_dead": True, "ema_decay": 0.9, "t_max": 6, "augment": True,
-        "zoom_out": 0.3, "value_loss": "huber"}
+        "zoom_out": 0.3, "value_loss": "huber", "coarse_mode": "crop"}
     agent, loaded = agent_from_checkpoint(run / "checkpoint_best.pt")
     assert loaded.infer_steps == 4 and agent.return_kernel.mode == "learned"
     assert int(read_log(run)[0]["val_steps"]) == 4

@@ -109,6 +109,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--coarse-epochs", type=int,
                    help="train the first N epochs on slices shrunk to --coarse-size (progressive resizing; default 0)")
     o.add_argument("--coarse-size", type=int, help="side of the coarse epochs' slices (default: half of --image-size)")
+    o.add_argument("--coarse-mode", choices=["shrink", "crop"],
+                   help="coarse epochs on whole slices shrunk (default) or on random windows of the full-size slices")
     o.add_argument("--seed", type=int, help="seed of weights, shuffling and actions (default 0)")
     r = p.add_argument_group("PA3C recipe (defaults: README, \"Training recipe\")")
     r.add_argument("--returns", choices=["one_step", "multi_step"],
@@ -162,7 +164,7 @@ _TRAIN_FIELDS = ("model", "preset", "epochs", "batch_size", "image_size", "lr", 
                  "shards", "format", "labels", "channels", "axis", "keep_empty", "modality", "ct_window", "split_level",
                  "split_seed", "k_shot", "returns", "kernel", "policy_gradient", "value_loss", "alive_only", "pixel_done", "mask_dead", "ema_decay", "init_keep_prob", "t_max", "gamma",
                  "entropy_beta", "grad_clip", "infer_steps", "grad_steps", "tensorboard", "two_phase",
-                 "coarse_epochs", "coarse_size")
+                 "coarse_epochs", "coarse_size", "coarse_mode")
 
 
 def _read_run_config(path: Path) -> TrainConfig:
@@ -337,7 +339,7 @@ def reproduce_settings(a: argparse.Namespace) -> Settings:
         raise InputError(f"--shots {a.shots}: expected comma-separated integers, e.g. 50,100") from None
     return Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
                     batch_size=a.batch_size, lr=a.lr, t_max=a.t_max, coarse_epochs=a.coarse_epochs,
-                    zoom_out=a.zoom_out, grad_clip=a.grad_clip, device=a.device, shots=shots,
+                    coarse_mode=a.coarse_mode, zoom_out=a.zoom_out, grad_clip=a.grad_clip, device=a.device, shots=shots,
                     progress=sys.stderr.isatty())
 
 
@@ -462,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--t-max", type=int, help="training episode length of PixelDRL-MG and PixelRL (preset default)")
     p.add_argument("--coarse-epochs", type=int,
                    help="first epochs of every run on slices at half the side (progressive resizing; default 0)")
+    p.add_argument("--coarse-mode", choices=["shrink", "crop"],
+                   help="the coarse epochs' slices: shrunk whole (default) or random windows at full resolution")
     p.add_argument("--zoom-out", type=float,
                    help="scale augmentation of every run: slices shrunk by up to this fraction (default 0)")
     p.add_argument("--grad-clip", type=float, help="gradient-norm clip of every run (preset default, 5)")

@@ -147,6 +147,10 @@ class TrainConfig:
     ``training.run.coarse_dataset``)."""
     coarse_size: int = 0
     """Side of the coarse epochs' slices; 0: half of ``image_size``."""
+    coarse_mode: str = "shrink"
+    """How the coarse epochs make their ``coarse_size`` slices: ``shrink`` the whole slice, or ``crop``
+    a random window of that side from the full-size slice, redrawn every epoch (the structures keep
+    their size; see ``training.run.epoch_dataset``)."""
     # --- speed (``benchmarks/bench.py`` measures them; ``amp`` and ``workers`` also change the numbers, the rest only the time)
     channels_last: bool | None = None
     """NHWC memory format for the network; None: by device (on for CPU, off for CUDA, see ``Agent.set_fast_paths``)."""
@@ -205,7 +209,7 @@ class TrainConfig:
         return cfg
 
 
-LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0, coarse_epochs=0, coarse_size=0,
+LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0, coarse_epochs=0, coarse_size=0, coarse_mode="shrink",
                        zoom_out=0.0)
 """What a stored config without these (newer) fields trained with: a resumed or re-evaluated older
 run keeps its recipe."""
@@ -307,6 +311,9 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.coarse_size == 0 or 8 <= cfg.coarse_size < cfg.image_size,
          f"--coarse-size must be 0 (half the image size) or in 8..{cfg.image_size - 1} (below --image-size), "
          f"got {cfg.coarse_size}"),
+        (cfg.coarse_mode in ("shrink", "crop"), f"--coarse-mode must be shrink or crop, got {cfg.coarse_mode!r}"),
+        (cfg.coarse_mode != "crop" or not cfg.coarse_epochs or cfg.workers == 1,
+         "--coarse-mode crop draws new windows every epoch in the main process; it does not work with --workers"),
         (cfg.axis in (0, 1, 2), f"--axis must be 0, 1 or 2, got {cfg.axis}"),
         (cfg.k_shot >= 0, f"--k-shot must be >= 0, got {cfg.k_shot}"),
         (cfg.split_level in ("patient", "slice"), f"--split-level must be patient or slice, got {cfg.split_level!r}"),

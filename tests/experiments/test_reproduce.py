@@ -311,7 +311,7 @@ def test_table4_uses_the_protocols_k_shot_for_every_layout(tmp_path):
 
 
 def test_recipe_options_set_every_row_and_default_to_the_presets(tmp_path):
-    """``--lr``, ``--coarse-epochs``, ``--zoom-out`` and ``--grad-clip`` reach every method alike (the shared budget),
+    """``--lr``, ``--coarse-epochs``, ``--coarse-mode``, ``--zoom-out`` and ``--grad-clip`` reach every method alike (the shared budget),
     ``--t-max`` the PA3C methods' episodes; without them each run keeps the preset's values, and a stored run trained with other
     values is not reused."""
     from pixeldrl.experiments.reproduce import Row, Settings, ensure_run, run_config
@@ -319,15 +319,16 @@ def test_recipe_options_set_every_row_and_default_to_the_presets(tmp_path):
     folder = make_folder(tmp_path / "disks", n=10)
     preset = make_config("small")
     tuned = Settings(data=str(folder), preset="small", image_size=64, epochs=1, seeds=1, lr=6e-3, t_max=2,
-                     coarse_epochs=1, zoom_out=0.5, grad_clip=1.0)
+                     coarse_epochs=1, coarse_mode="crop", zoom_out=0.5, grad_clip=1.0)
     for model in ("pixeldrl", "pixelrl", "unet", "attention-unet"):
         cfg = run_config(tuned, Row(model, LABELS[model]), seed=0, out=tmp_path / "rep")
         assert (cfg.lr, cfg.t_max, cfg.coarse_epochs, cfg.zoom_out, cfg.grad_clip) == (6e-3, 2, 1, 0.5, 1.0)
+        assert cfg.coarse_mode == "crop"
         plain = run_config(Settings(data=str(folder), preset="small", image_size=64, epochs=1, seeds=1),
                            Row(model, LABELS[model]), seed=0, out=tmp_path / "rep")
-        assert ((plain.lr, plain.t_max, plain.coarse_epochs, plain.zoom_out, plain.grad_clip)
-                == (preset.lr, preset.t_max, preset.coarse_epochs, preset.zoom_out, preset.grad_clip)
-                != (6e-3, 2, 1, 0.5, 1.0))
+        assert ((plain.lr, plain.t_max, plain.coarse_epochs, plain.zoom_out, plain.grad_clip, plain.coarse_mode)
+                == (preset.lr, preset.t_max, preset.coarse_epochs, preset.zoom_out, preset.grad_clip, preset.coarse_mode)
+                != (6e-3, 2, 1, 0.5, 1.0, "crop"))
     run, how = ensure_run(run_config(tuned, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"),
                           progress=False)
     assert how == "trained" and json.loads((run / "config.json").read_text())["t_max"] == 2
@@ -340,6 +341,9 @@ def test_recipe_options_set_every_row_and_default_to_the_presets(tmp_path):
     unclipped = dataclasses.replace(tuned, grad_clip=5.0)
     with pytest.raises(InputError, match="grad_clip=1.0"):
         ensure_run(run_config(unclipped, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"), progress=False)
+    shrunk = dataclasses.replace(tuned, coarse_mode="shrink")
+    with pytest.raises(InputError, match="coarse_mode='crop'"):
+        ensure_run(run_config(shrunk, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"), progress=False)
 
 
 # --------------------------------------------------------------------------- volumes and the input size

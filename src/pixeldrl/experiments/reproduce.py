@@ -85,7 +85,7 @@ SIZE_MULTIPLE = 32
 MIN_SIZE = 64
 # Settings that must match for a finished run folder to be reused.
 _RUN_KEYS = ("model", "preset", "use_sam", "use_dilation", "image_size", "epochs", "batch_size", "lr", "seed",
-             "split_seed", "lr_step", "lr_decay", "coarse_epochs", "zoom_out", "grad_clip")
+             "split_seed", "lr_step", "lr_decay", "coarse_epochs", "coarse_mode", "zoom_out", "grad_clip")
 # ... and, for the PA3C methods, their recipe's settings that a preset sets (the U-Nets ignore them).
 _PA3C_RUN_KEYS = ("t_max", "ema_decay")
 
@@ -129,6 +129,8 @@ class Settings:
     """Training episode length of the PA3C methods, PixelDRL-MG and PixelRL (None: the preset's)."""
     coarse_epochs: int | None = None
     """First epochs of every run on slices shrunk to half the side (None: the preset's, none)."""
+    coarse_mode: str | None = None
+    """The coarse epochs' slices: ``shrink`` or ``crop`` (windows at full resolution; None: shrink)."""
     zoom_out: float | None = None
     """Scale augmentation of every run: slices shrunk by up to this fraction (None: the preset's, none)."""
     grad_clip: float | None = None
@@ -167,7 +169,7 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     # whatever the layout, so every method and seed trains on the same k slices.
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
                       batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, coarse_epochs=s.coarse_epochs,
-                      zoom_out=s.zoom_out, grad_clip=s.grad_clip, device=s.device, seed=seed,
+                      coarse_mode=s.coarse_mode, zoom_out=s.zoom_out, grad_clip=s.grad_clip, device=s.device, seed=seed,
                       use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg.epochs, seed))
     return cfg
@@ -500,6 +502,7 @@ def reproduce(experiment: str, s: Settings) -> Path:
              f"PixelDRL-MG preset `{s.preset}`, training episodes of "
              f"{cfg0.t_max} steps for the PA3C methods"
              + (f"; the first {cfg0.coarse_epochs} epochs at {cfg0.coarse_side()}×{cfg0.coarse_side()}"
+                + (" (random windows of the slices)" if cfg0.coarse_mode == "crop" else " (slices shrunk)")
                 if cfg0.coarse_epochs else "")
              + (f"; slices shrunk by up to {cfg0.zoom_out:g} at random in training" if cfg0.zoom_out else "")
              + "; best validation Dice "

@@ -60,13 +60,29 @@ def coarse_dataset(cfg: TrainConfig, train_ds: SliceDataset) -> SliceDataset | N
     :func:`epoch_dataset`."""
     if not cfg.coarse_epochs:
         return None
+    if cfg.coarse_mode == "crop":
+        return train_ds  # crops are drawn per epoch
     return SliceDataset(*shrink(train_ds.images, train_ds.masks, cfg.coarse_side()), train_ds.names,
                         train_ds.original_shapes)
 
 
 def epoch_dataset(cfg: TrainConfig, epoch: int, train_ds: SliceDataset, coarse_ds: SliceDataset | None) -> SliceDataset:
     """What epoch ``epoch`` (from 1) trains on: the shrunk split during the coarse epochs, else the split."""
-    return coarse_ds if coarse_ds is not None and epoch <= cfg.coarse_epochs else train_ds
+    if coarse_ds is None or epoch > cfg.coarse_epochs:
+        return train_ds
+    if cfg.coarse_mode == "crop":
+        return random_crops(train_ds, cfg.coarse_side(), torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+    return coarse_ds
+
+
+def random_crops(ds: SliceDataset, side: int, gen: torch.Generator) -> SliceDataset:
+    """One random ``side`` x ``side`` window of each slice of ``ds`` (positions uniform)."""
+    n, _, h, w = ds.images.shape
+    tops = torch.randint(0, h - side + 1, (n,), generator=gen).tolist()
+    lefts = torch.randint(0, w - side + 1, (n,), generator=gen).tolist()
+    images = torch.stack([ds.images[i, :, t:t + side, l:l + side] for i, (t, l) in enumerate(zip(tops, lefts))])
+    masks = torch.stack([ds.masks[i, t:t + side, l:l + side] for i, (t, l) in enumerate(zip(tops, lefts))])
+    return SliceDataset(images, masks, ds.names, ds.original_shapes)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
