@@ -141,8 +141,8 @@ class TrainConfig:
     factor drawn from [1 − zoom_out, 1] and zero-padded, so the network sees structures smaller than
     the training labels (``data.transforms.random_zoom_out``). 0: off (not in the paper)."""
     coarse_epochs: int = 0
-    """Train the first this many epochs on the training slices shrunk to ``coarse_size`` (progressive
-    resizing: on the demo an epoch at half the side cost about 0.4 of a full one), then at
+    """Train the first this many epochs on ``coarse_size`` slices (progressive resizing: on the demo
+    an epoch at half the side cost about 0.4 of a full one), made as ``coarse_mode`` says, then at
     ``image_size``; validation and every checkpoint stay at ``image_size``. 0: off (see
     ``training.run.coarse_dataset``)."""
     coarse_size: int = 0

@@ -122,6 +122,19 @@ def shrink(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.
     return small, (cover >= 0.5).to(masks.dtype)
 
 
+def random_windows(images: torch.Tensor, masks: torch.Tensor, side: int,
+                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``side x side`` window of each slice (N, C, S, S) and of its mask (N, S, S), at a position
+    drawn uniformly from ``gen`` (``coarse_mode="crop"``): the structures keep their size in pixels,
+    which shrinking them (:func:`shrink`) does not."""
+    n, _, h, w = images.shape
+    tops = torch.randint(0, h - side + 1, (n,), generator=gen).tolist()
+    lefts = torch.randint(0, w - side + 1, (n,), generator=gen).tolist()
+    windows = [(slice(t, t + side), slice(l, l + side)) for t, l in zip(tops, lefts)]
+    return (torch.stack([images[i, :, r, c] for i, (r, c) in enumerate(windows)]),  # (N, C, side, side)
+            torch.stack([masks[i, r, c] for i, (r, c) in enumerate(windows)]))  # (N, side, side)
+
+
 # --------------------------------------------------------------------------- augmentation
 
 

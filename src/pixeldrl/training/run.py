@@ -41,7 +41,7 @@ from pixeldrl.checkpoint import agent_from_checkpoint, load_checkpoint, save_che
 from pixeldrl.config import TrainConfig
 from pixeldrl.data.folder import SliceDataset
 from pixeldrl.data.layouts import detect_format
-from pixeldrl.data.transforms import shrink
+from pixeldrl.data.transforms import random_windows, shrink
 from pixeldrl.evaluate import evaluate_checkpoint, evaluate_slices, write_result
 from pixeldrl.errors import InputError, check_types, first_line
 from pixeldrl.fileio import LOCK_NAME, atomic_write, folder_lock, write_csv
@@ -55,34 +55,29 @@ LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "me
 
 
 def coarse_dataset(cfg: TrainConfig, train_ds: SliceDataset) -> SliceDataset | None:
-    """The training split shrunk for the coarse epochs (``coarse_epochs``: progressive resizing), or
-    None without them. Both training loops (PA3C and the U-Nets) train epoch ``e`` on
-    :func:`epoch_dataset`."""
+    """The split the coarse epochs draw from (``coarse_epochs``: progressive resizing): the slices
+    shrunk to ``coarse_side()`` (``coarse_mode="shrink"``), the full-size split itself (``"crop"``: each
+    epoch cuts its own windows, :func:`epoch_dataset`), or None without coarse epochs. Both training
+    loops (PA3C and the U-Nets) train epoch ``e`` on :func:`epoch_dataset`."""
     if not cfg.coarse_epochs:
         return None
     if cfg.coarse_mode == "crop":
-        return train_ds  # crops are drawn per epoch
+        return train_ds
     return SliceDataset(*shrink(train_ds.images, train_ds.masks, cfg.coarse_side()), train_ds.names,
                         train_ds.original_shapes)
 
 
 def epoch_dataset(cfg: TrainConfig, epoch: int, train_ds: SliceDataset, coarse_ds: SliceDataset | None) -> SliceDataset:
-    """What epoch ``epoch`` (from 1) trains on: the shrunk split during the coarse epochs, else the split."""
+    """What epoch ``epoch`` (from 1) trains on: the coarse slices during the coarse epochs, else the split."""
     if coarse_ds is None or epoch > cfg.coarse_epochs:
         return train_ds
     if cfg.coarse_mode == "crop":
-        return random_crops(train_ds, cfg.coarse_side(), torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        # Seeded by (seed, epoch) alone: a resumed run cuts the same windows, and the shuffling
+        # generator's stream stays that of a run without crops.
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        return SliceDataset(*random_windows(coarse_ds.images, coarse_ds.masks, cfg.coarse_side(), gen),
+                            coarse_ds.names, coarse_ds.original_shapes)
     return coarse_ds
-
-
-def random_crops(ds: SliceDataset, side: int, gen: torch.Generator) -> SliceDataset:
-    """One random ``side`` x ``side`` window of each slice of ``ds`` (positions uniform)."""
-    n, _, h, w = ds.images.shape
-    tops = torch.randint(0, h - side + 1, (n,), generator=gen).tolist()
-    lefts = torch.randint(0, w - side + 1, (n,), generator=gen).tolist()
-    images = torch.stack([ds.images[i, :, t:t + side, l:l + side] for i, (t, l) in enumerate(zip(tops, lefts))])
-    masks = torch.stack([ds.masks[i, t:t + side, l:l + side] for i, (t, l) in enumerate(zip(tops, lefts))])
-    return SliceDataset(images, masks, ds.names, ds.original_shapes)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
