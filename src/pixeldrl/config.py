@@ -209,8 +209,8 @@ class TrainConfig:
         return cfg
 
 
-LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0, coarse_epochs=0, coarse_size=0, coarse_mode="shrink",
-                       zoom_out=0.0)
+LEGACY_DEFAULTS = dict(pixel_done=False, mask_dead=False, ema_decay=0.0, coarse_epochs=0, coarse_size=0,
+                       coarse_mode="shrink", zoom_out=0.0)
 """What a stored config without these (newer) fields trained with: a resumed or re-evaluated older
 run keeps its recipe."""
 
