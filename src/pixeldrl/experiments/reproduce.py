@@ -29,9 +29,9 @@ size serves every experiment and runs stay shared between them), at most the pre
 256, small 128). The choice is printed and written into ``results.md``.
 
 Every method shares the data pipeline, splits, input size, epoch budget, batch size, optimiser
-schedule, augmentation and gradient clip (``--lr``, ``--coarse-epochs``, ``--zoom-out``,
-``--grad-clip``), checkpoint selection (best validation Dice) and metrics; only the model and its
-loss differ (``--t-max``: the PA3C methods' training episodes).
+schedule, augmentation and gradient clip (``--lr``, ``--coarse-epochs``, ``--coarse-mode``,
+``--zoom-out``, ``--grad-clip``), checkpoint selection (best validation Dice) and metrics; only the
+model and its loss differ (``--t-max``: the PA3C methods' training episodes).
 Layout under ``--out``::
 
     runs/ROW/eE-seedS/        one run folder per (method, setting, seed) — train.py's files, plus
