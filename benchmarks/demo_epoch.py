@@ -13,8 +13,8 @@ shared machine hit every variant alike. Compare ratios within one table.
 Variants (``VARIANTS`` below): ``plain`` is the straightforward version (NCHW, float32, one process
 with all threads); ``cl`` channels-last; ``bf16`` bfloat16 autocast; ``shardsN`` splits each batch
 into N shards on N threads (exact); ``workersN`` asynchronous Hogwild workers (changes the updates);
-``torchrunN`` N gloo ranks of one thread with the global batch kept at 2 (exact); ``gradsteps1`` back-propagates
-through one of the demo's two steps per update, drawn at random (changes the updates).
+``torchrunN`` N gloo ranks of one thread with the global batch kept at 2 (exact); ``gradsteps1``
+back-propagates through one of the demo's two steps per update, drawn at random (changes the updates).
 """
 
 from __future__ import annotations

@@ -311,9 +311,9 @@ def test_table4_uses_the_protocols_k_shot_for_every_layout(tmp_path):
 
 
 def test_recipe_options_set_every_row_and_default_to_the_presets(tmp_path):
-    """``--lr``, ``--coarse-epochs``, ``--coarse-mode``, ``--zoom-out`` and ``--grad-clip`` reach every method alike (the shared budget),
-    ``--t-max`` the PA3C methods' episodes; without them each run keeps the preset's values, and a stored run trained with other
-    values is not reused."""
+    """``--lr``, ``--coarse-epochs``, ``--coarse-mode``, ``--zoom-out`` and ``--grad-clip`` reach every method
+    alike (the shared budget), ``--t-max`` the PA3C methods' episodes; without them each run keeps the preset's
+    values, and a stored run trained with other values is not reused."""
     from pixeldrl.experiments.reproduce import Row, Settings, ensure_run, run_config
 
     folder = make_folder(tmp_path / "disks", n=10)
@@ -326,9 +326,9 @@ def test_recipe_options_set_every_row_and_default_to_the_presets(tmp_path):
         assert cfg.coarse_mode == "crop"
         plain = run_config(Settings(data=str(folder), preset="small", image_size=64, epochs=1, seeds=1),
                            Row(model, LABELS[model]), seed=0, out=tmp_path / "rep")
-        assert ((plain.lr, plain.t_max, plain.coarse_epochs, plain.zoom_out, plain.grad_clip, plain.coarse_mode)
-                == (preset.lr, preset.t_max, preset.coarse_epochs, preset.zoom_out, preset.grad_clip, preset.coarse_mode)
-                != (6e-3, 2, 1, 0.5, 1.0, "crop"))
+        recipe = ("lr", "t_max", "coarse_epochs", "zoom_out", "grad_clip", "coarse_mode")
+        assert ([getattr(plain, k) for k in recipe] == [getattr(preset, k) for k in recipe]
+                != [6e-3, 2, 1, 0.5, 1.0, "crop"])
     run, how = ensure_run(run_config(tuned, Row("pixeldrl", "PixelDRL-MG"), seed=0, out=tmp_path / "rep"),
                           progress=False)
     assert how == "trained" and json.loads((run / "config.json").read_text())["t_max"] == 2

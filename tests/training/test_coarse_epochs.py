@@ -78,7 +78,8 @@ def test_the_first_epochs_train_at_the_coarse_size_and_the_rest_at_the_image_siz
     assert seen == [(24, 24)] * 2
 
 
-@pytest.mark.parametrize("kw,name", [(dict(coarse_size=24), "--coarse-size"), (dict(coarse_epochs=-1), "--coarse-epochs"),
+@pytest.mark.parametrize("kw,name", [(dict(coarse_size=24), "--coarse-size"),
+                                     (dict(coarse_epochs=-1), "--coarse-epochs"),
                                      (dict(coarse_mode="tile"), "--coarse-mode"),
                                      (dict(coarse_mode="crop", coarse_epochs=2, workers=2), "--coarse-mode crop")])
 def test_impossible_coarse_settings_are_refused(kw, name):
