@@ -18,7 +18,8 @@ def test_the_demo_trains_a_quarter_of_its_epochs_at_half_the_side_whatever_the_b
     assert (default.t_max, default.ema_decay) == (2, 0.95)  # 2-step episodes, scored through the weight average
     assert (default.data, default.out) == (str(tmp_path / "data"), str(tmp_path / "run"))
     shorter = demo_config(tmp_path, epochs=20)
-    assert (shorter.epochs, shorter.coarse_epochs) == (20, 5)  # 24/94 of 20, rounded down
+    assert (shorter.epochs, shorter.coarse_epochs) == (20, 5)  # 24/94 of 20, to the nearest epoch
+    assert demo_config(tmp_path, epochs=62).coarse_epochs == 16  # 15.8: the measured 16 + 46 schedule
     assert demo_config(tmp_path, epochs=1).coarse_epochs == 0  # one epoch: at the full size
 
 
