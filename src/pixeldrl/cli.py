@@ -147,7 +147,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="roll out without gradients, then one forward/backward over all t_max·B states (GPU)")
     f.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                    help="NCHW instead of the faster NHWC layout")
-    f.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1); they share one Adam, so divide --lr by N")
+    f.add_argument("--workers", type=int, help="asynchronous PA3C worker processes (Algorithm 1; default 1); "
+                   "stale gradients: on the demo they learn less per epoch than one process")
     f.add_argument("--shards", type=int, help="split each batch over this many threads, same gradient (CPU; default 1)")
     g = p.add_argument_group("run")
     g.add_argument("--out", default="", help="run folder (default runs/DATASET/PRESET/seedK)")

@@ -168,8 +168,9 @@ class TrainConfig:
     """Split each batch into this many shards, each on its own thread (CPU; the same gradient, see ``parallel``)."""
     workers: int = 1
     """Asynchronous PA3C worker processes (Algorithm 1, Hogwild); 1 = the synchronous batched form.
-    The workers step one shared Adam, so the weights move about N times as often per epoch: two
-    workers at the ``small`` preset's lr 4e-3 collapsed on the demo; divide ``lr`` by N (README)."""
+    An epoch still takes one step per batch, but each gradient comes from weights up to N − 1 steps
+    old and the workers update the shared Adam moments without locks: on the demo two workers learned
+    far less per epoch than one process, at Adam 4e-3 and at 2e-3 (README, "Speed and parallel training")."""
     # --- bookkeeping
     val_every: int = 1
     """Validate (greedy Dice on the val split) every this many epochs; best checkpoint by it."""
