@@ -41,9 +41,9 @@ from pixeldrl.viewer import ViewSlice, write_view
 # benchmarks/demo_seeds.py (3 seeds) measured 2-step episodes for 94 epochs higher than 3-step ones for
 # 60 at about the same cost (README, "Demo"). The first 24 epochs train on the slices at 64²
 # (``coarse_epochs``, progressive resizing: such an epoch costs about 0.4 of a 128² one). The budget is
-# what fits about 10 minutes on a 2-core CPU (12–17 minutes on an AMD EPYC, by day; there ``epochs=62``,
-# 16 + 46, fits ten minutes and scored 0.897, and neither Adam 6e-3 nor 96² coarse epochs did better in
-# that time, 3 seeds each). Random 64² windows of the 128² slices for the coarse epochs
+# what fits about 10 minutes on a 2-core CPU (12–21 minutes on an AMD EPYC, by day and hour; there
+# ``epochs=62``, 16 + 46, fits ten minutes in a fast hour and scored 0.897, and neither Adam 6e-3 nor 96²
+# coarse epochs did better in that time, 3 seeds each). Random 64² windows of the 128² slices for the coarse epochs
 # (``coarse_mode="crop"``) with 40 + 36 epochs scored 0.896 (4 seeds), no better than a shorter shrunk
 # schedule, so the coarse epochs shrink the slices (BENCHMARKS). Half the training slices are shrunk by
 # up to 2× (``zoom_out``): the test split's top-of-brain slices hold labels smaller than any training
