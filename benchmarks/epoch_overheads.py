@@ -48,7 +48,8 @@ def main() -> None:
     agent.set_fast_paths(cfg.channels_last, amp=cfg.amp, recompute=cfg.recompute)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(1)
-    images, masks = train_ds.images[: cfg.batch_size], train_ds.masks[: cfg.batch_size]  # (8, 1, 128, 128), (8, 128, 128)
+    # (8, 1, 128, 128), (8, 128, 128): the demo's batch
+    images, masks = train_ds.images[: cfg.batch_size], train_ds.masks[: cfg.batch_size]
     device = torch.device("cpu")
     tmp = Path(tempfile.mkdtemp(prefix="pixeldrl_overheads_"))
     # A 94-epoch log with plausible values, as the demo's curve is drawn from at its end.

@@ -43,8 +43,8 @@ from pixeldrl.viewer import ViewSlice, write_view
 # (``coarse_epochs``, progressive resizing: such an epoch costs about 0.4 of a 128² one). The budget is
 # what fits about 10 minutes on a 2-core CPU (12–21 minutes on an AMD EPYC, by day and hour; there
 # ``epochs=62``, 16 + 46, fits ten minutes in a fast hour and scored 0.897, and neither Adam 6e-3 nor 96²
-# coarse epochs did better in that time, 3 seeds each). Random 64² windows of the 128² slices for the coarse epochs
-# (``coarse_mode="crop"``) with 40 + 36 epochs scored 0.896 (4 seeds), no better than a shorter shrunk
+# coarse epochs did better in that time, 3 seeds each). Random 64² windows of the 128² slices for the
+# coarse epochs (``coarse_mode="crop"``) with 40 + 36 epochs scored 0.896 (4 seeds), no better than a shorter shrunk
 # schedule, so the coarse epochs shrink the slices (BENCHMARKS). Half the training slices are shrunk by
 # up to 2× (``zoom_out``): the test split's top-of-brain slices hold labels smaller than any training
 # label, and scale augmentation raised them from 0.45 to 0.68 DICE (3 seeds, README "Demo"). Gradients

@@ -53,8 +53,8 @@ from pixeldrl.rl.pa3c import Agent, segment
 
 CURVE_REDRAW_S = 30.0
 """Seconds between redraws of ``training_curve.png`` during training. Drawing it with matplotlib costs
-about 0.5 s on a 2-core CPU, 5 % of a demo epoch at 128² when redrawn every epoch; log.csv itself is
-written every epoch."""
+0.42 s on a 2-core AMD EPYC, 3.4 % of a demo epoch at 128² when redrawn every epoch
+(``benchmarks/epoch_overheads.py``); log.csv itself is written every epoch."""
 
 LOG_FIELDS = ["epoch", "lr", "loss", "policy_loss", "value_loss", "entropy", "mean_reward",
               "train_dice", "val_dice", "val_steps", "seconds"]
