@@ -341,7 +341,7 @@ def reproduce_settings(a: argparse.Namespace) -> Settings:
     return Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
                     batch_size=a.batch_size, lr=a.lr, t_max=a.t_max, coarse_epochs=a.coarse_epochs,
                     coarse_mode=a.coarse_mode, zoom_out=a.zoom_out, grad_clip=a.grad_clip, device=a.device, shots=shots,
-                    progress=sys.stderr.isatty())
+                    models=tuple(m for m in a.models.split(",") if m), progress=sys.stderr.isatty())
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
@@ -471,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale augmentation of every run: slices shrunk by up to this fraction (default 0)")
     p.add_argument("--grad-clip", type=float, help="gradient-norm clip of every run (preset default, 5)")
     p.add_argument("--shots", default="50,100", help="table4: training images per k-shot setting")
+    p.add_argument("--models", default="",
+                   help="train and show only these methods' rows, e.g. pixeldrl,unet (default: every row; "
+                        "results.md names the rows left out)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_reproduce)
 

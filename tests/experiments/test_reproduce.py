@@ -255,6 +255,22 @@ def test_robustness_reuses_table2_runs_and_reports_every_condition(table2, data,
     assert "64×64 input size" in (table2 / "robustness" / "results.md").read_text()
 
 
+def test_models_limits_the_rows_and_says_which_are_left_out(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, _, _ = run_cli(capsys, "reproduce", "--data", data, "--experiment", "table2", "--seeds", "1",
+                       "--models", "unet,pixeldrl", "--out", out, *TINY)
+    assert rc == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["pixeldrl", "unet"]
+    rows = read_csv(out / "table2" / "results.csv")
+    assert [r["method"] for r in rows] == ["PixelDRL-MG", "U-Net"]  # table order, not the option's
+    md = (out / "table2" / "results.md").read_text()
+    assert "PixelRL, Attention U-Net, UNet++, Swin-UNETR not trained or shown" in md
+    for args, message in ((("--experiment", "table2", "--models", "unet,segformer"), "unknown method 'segformer'"),
+                          (("--experiment", "table3", "--models", "unet"), "table3 has no row")):
+        rc, _, err = run_cli(capsys, "reproduce", "--data", data, "--out", out, *args, *TINY)
+        assert rc == 2 and message in err, err
+
+
 def test_table3_and_table4_rows(data, tmp_path, capsys):
     out = tmp_path / "out"
     rc, _, _ = run_cli(capsys, "reproduce", "--data", data, "--experiment", "table3", "--out", out, "--seeds", "1",

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from pixeldrl.checkpoint import agent_from_checkpoint, resolve_device
-from pixeldrl.config import LEGACY_DEFAULTS, PA3C_MODELS, SUPERVISED_MODELS, TrainConfig, make_config
+from pixeldrl.config import LEGACY_DEFAULTS, MODELS, PA3C_MODELS, SUPERVISED_MODELS, TrainConfig, make_config
 from pixeldrl.data.dataset import largest_in_plane, load_dataset
 from pixeldrl.errors import InputError
 from pixeldrl.evaluate import empty_result, write_result
@@ -135,6 +135,9 @@ class Settings:
     """Scale augmentation of every run: slices shrunk by up to this fraction (None: the preset's, none)."""
     grad_clip: float | None = None
     """Gradient-norm clip of every run (None: the preset's, 5)."""
+    models: tuple[str, ...] = ()
+    """Methods whose rows are trained and tabulated (empty: every row of the experiment); a table limited
+    this way says which methods it leaves out."""
     device: str = "cpu"
     shots: tuple[int, ...] = (50, 100)
     corruptions: tuple[Corruption, ...] = field(default=CORRUPTIONS)
@@ -153,6 +156,19 @@ def experiment_rows(experiment: str, shots: tuple[int, ...] = (50, 100)) -> list
     if experiment == "table4":
         return [Row(m, LABELS[m], k_shot=k) for k in shots for m in ("pixeldrl",) + SUPERVISED_MODELS]
     raise InputError(f"--experiment {experiment}: choose one of {', '.join(EXPERIMENTS)}")
+
+
+def select_rows(rows: list[Row], models: tuple[str, ...], experiment: str) -> list[Row]:
+    """The rows whose method is in ``models`` (all of them when it is empty), in table order."""
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise InputError(f"--models {','.join(models)}: unknown method {unknown[0]!r}; "
+                         f"choose from {', '.join(MODELS)}")
+    kept = [r for r in rows if not models or r.model in models]
+    if not kept:
+        raise InputError(f"--models {','.join(models)}: {experiment} has no row of these methods "
+                         f"(its methods: {', '.join(dict.fromkeys(r.model for r in rows))})")
+    return kept
 
 
 # --------------------------------------------------------------------------- data and runs
@@ -445,7 +461,9 @@ def reproduce(experiment: str, s: Settings) -> Path:
         raise InputError(f"--shots must be positive, got {','.join(map(str, s.shots))}")
     resolve_device(s.device)
     out = output_dir(s)
-    rows = experiment_rows(experiment, tuple(s.shots))
+    all_rows = experiment_rows(experiment, tuple(s.shots))
+    rows = select_rows(all_rows, s.models, experiment)
+    left_out = list(dict.fromkeys(r.label for r in all_rows if r not in rows))
     if s.image_size is None:
         size, why = auto_image_size(s.data, s.preset)
         size_note = f"chosen from the data: {why}; --image-size sets it"
@@ -506,7 +524,9 @@ def reproduce(experiment: str, s: Settings) -> Path:
                 if cfg0.coarse_epochs else "")
              + (f"; slices shrunk by up to {cfg0.zoom_out:g} at random in training" if cfg0.zoom_out else "")
              + "; best validation Dice "
-             f"picks the checkpoint; {where}. Best value per column (per setting) in bold; for HD95 and parameters "
+             f"picks the checkpoint; {where}."
+             + (f" Rows limited by --models: {', '.join(left_out)} not trained or shown." if left_out else "")
+             + f" Best value per column (per setting) in bold; for HD95 and parameters "
              f"lower is better.", "",
              ]
     if conditions:
