@@ -21,8 +21,10 @@ import os
 import time
 
 ORDER = ("pixelrl", "unet++", "swin-unetr", "attention-unet", "pixeldrl", "unet")
-"""Models by decreasing cost per run on a CPU, as measured at 128² with batch 8 and one thread (Intel Xeon, seconds
-per epoch: PixelRL 62, UNet++ 31, Swin-UNETR 17.5; PixelDRL-MG, the Attention U-Net and the U-Net a few)."""
+"""Models by decreasing cost per run on a CPU. Seconds per epoch at 128², batch 8, one thread, on an Intel Xeon
+(the ``seconds`` of epoch 2 in ``log.csv`` of ``OMP_NUM_THREADS=1 pixeldrl train --model M --preset small
+--image-size 128 --batch-size 8 --t-max 2 --epochs 2``): PixelRL 62, UNet++ 31, Swin-UNETR 17.5; PixelDRL-MG,
+the Attention U-Net and the U-Net a few."""
 
 
 def _train(args: tuple) -> str:
