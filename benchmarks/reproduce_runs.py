@@ -44,7 +44,7 @@ def main() -> None:
     import dataclasses
 
     from pixeldrl.cli import build_parser, reproduce_settings
-    from pixeldrl.experiments.reproduce import auto_image_size, experiment_rows
+    from pixeldrl.experiments.reproduce import auto_image_size, experiment_rows, select_rows
 
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=2)
@@ -62,10 +62,9 @@ def main() -> None:
         s.image_size = auto_image_size(s.data, s.preset)[0]
     jobs, seen = [], set()
     for exp in a.experiments:
-        for row in experiment_rows(exp, shots):
+        for row in select_rows(experiment_rows(exp, shots), s.models, exp):  # reproduce's own --models
             for seed in range(s.seeds):
-                wanted = (row.model in a.models and (not s.models or row.model in s.models)
-                          and (a.only_seeds is None or seed in a.only_seeds))
+                wanted = row.model in a.models and (a.only_seeds is None or seed in a.only_seeds)
                 if wanted and (row, seed) not in seen:
                     seen.add((row, seed))
                     jobs.append((a.experiments.index(exp), ORDER.index(row.model), s, row, seed))

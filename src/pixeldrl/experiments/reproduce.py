@@ -526,7 +526,7 @@ def reproduce(experiment: str, s: Settings) -> Path:
              + "; best validation Dice "
              f"picks the checkpoint; {where}."
              + (f" Rows limited by --models: {', '.join(left_out)} not trained or shown." if left_out else "")
-             + f" Best value per column (per setting) in bold; for HD95 and parameters "
+             + " Best value per column (per setting) in bold; for HD95 and parameters "
              f"lower is better.", "",
              ]
     if conditions:
