@@ -11,7 +11,7 @@ the baselines alike (they ignore the PA3C fields). Then ``pixeldrl train --model
 ``--baselines``; ``--no-unet``: none) trains on the same data folder with the demo's settings (same
 split, epochs, batch size, learning rate) for each seed (``--baselines-only``: those alone, on the
 data a demo run left in ``--out``, e.g. in a second process beside it). Prints a table of test
-metrics (mean ± std over seeds) and writes it, with every run's summary and per-slice scores, to ``--keep``.
+metrics (mean ± population std over seeds, as ``np.std``; ``reproduce`` tables give the sample std) and writes it, with every run's summary and per-slice scores, to ``--keep``.
 
 A second table splits the test slices by the area of their white-matter label (pixels at the
 network's side): the demo's mean is an average over slices, and a handful of slices at the top and
@@ -139,7 +139,7 @@ def main() -> None:
 def report(a: argparse.Namespace, out: Path, rows: dict[str, list[dict]], time_column: str) -> None:
     """Print the tables of ``rows`` (per model, one dict of test means per seed) and keep them."""
     found = run_folders(out, a.seeds)
-    lines = [f"Demo test split (29 slices, 128²), seeds {a.seeds}, {cpu_name()}; "
+    lines = [f"Demo test split (29 slices, 128²), seeds {a.seeds} (mean ± population std), {cpu_name()}; "
              f"`python benchmarks/demo_seeds.py {' '.join(sys.argv[1:])}`", "",
              "| model | " + " | ".join(KEYS) + f" | {time_column} |", "|---|" + "---|" * (len(KEYS) + 1)]
     for name, rs in rows.items():
@@ -148,7 +148,7 @@ def report(a: argparse.Namespace, out: Path, rows: dict[str, list[dict]], time_c
             lines.append(f"| {name} | " + " | ".join(cell(k) for k in KEYS)
                          + f" | {np.mean([r['wall_s'] for r in rs]):.0f} (max {max(r['wall_s'] for r in rs):.0f}) |")
     lines += ["", "By label area (test slices grouped by their label's pixels at 128²; mean over the band's "
-              "slices, then mean ± std over seeds):", "",
+              "slices, then mean ± population std over seeds):", "",
               by_area_table({k: [f for f, _ in v] for k, v in found.items()}, out / f"seed{a.seeds[0]}" / "data")]
     table = "\n".join(lines)
     print(table)

@@ -114,7 +114,7 @@ def main() -> None:
     table = ("| percentiles over | test DICE | per seed | test slices ≥ 200 px of WM | test slices < 200 px | val DICE |\n"
              "|---|---|---|---|---|---|\n" + "\n".join(rows))
     header = (f"Intensity normalisation: the small network with cross-entropy, demo slices {a.size}², {a.epochs} epochs "
-              f"of batch 8, Adam 4e-3 cosine, seeds {a.seeds}, {a.jobs} jobs × 1 thread on {cpu_name()}; "
+              f"of batch 8, Adam 4e-3 cosine, seeds {a.seeds} (mean ± population std), {a.jobs} jobs × 1 thread on {cpu_name()}; "
               f"`python benchmarks/intensity.py {' '.join(sys.argv[1:])}`\n")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -324,7 +324,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     table, summary = summarise(results)
     header = (f"Learning benchmark: demo slices {a.size}² ({counts}), small preset, {a.epochs} epochs, "
-              f"seeds {a.seeds}, {a.jobs} jobs × 1 thread on {cpu_name()}; "
+              f"seeds {a.seeds} (mean ± population std), {a.jobs} jobs × 1 thread on {cpu_name()}; "
               f"`python benchmarks/learning.py {' '.join(sys.argv[1:])}` ({time.time() - t0:.0f} s)\n")
     (out / "table.md").write_text(header + "\n" + table + "\n")
     (out / "results.json").write_text(json.dumps({"args": vars(a), "runs": results, "summary": summary}, indent=1))
