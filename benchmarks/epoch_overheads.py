@@ -6,7 +6,7 @@ On the demo slices (written to DIR if missing) and the demo's network (``small``
 channels-last as training runs it on CPU, the torch default of threads), times in turn, ``--repeats``
 times each, median and range: one PA3C update of the demo's batch of 8 (an epoch holds 12 of them),
 the greedy validation of the 16 validation slices (``validate_dice``, every epoch in the demo),
-drawing ``training_curve.png`` from a 94-epoch log (``plot_training_curve``) and writing one
+drawing ``training_curve.png`` from a log of the demo's length (``plot_training_curve``) and writing one
 checkpoint (``save_checkpoint``, twice an epoch when validation improves). Prints a table with each
 item's share of a training epoch (12 updates + the item).
 """
@@ -52,7 +52,7 @@ def main() -> None:
     images, masks = train_ds.images[: cfg.batch_size], train_ds.masks[: cfg.batch_size]
     device = torch.device("cpu")
     tmp = Path(tempfile.mkdtemp(prefix="pixeldrl_overheads_"))
-    # A 94-epoch log with plausible values, as the demo's curve is drawn from at its end.
+    # A log of the demo's length with plausible values, as the demo's curve is drawn from at its end.
     row = {k: 0.5 for k in LOG_FIELDS}
     write_log(tmp / "log.csv", [{**row, "epoch": e, "val_steps": 2} for e in range(1, DEMO_TRAIN["epochs"] + 1)])
     state = {"model": agent.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict()}

@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train and evaluate on slices of the MNI152 template (white matter)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--epochs", type=int,
-                   help="override the demo's epoch budget (94; its first quarter at half the side)")
+                   help="override the demo's epoch budget (150; a quarter of them at half the side)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and actions (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_demo)

@@ -1,4 +1,4 @@
-"""The main job, ``pixeldrl demo``, end to end (one epoch instead of 94): real MNI152 slices from the
+"""The main job, ``pixeldrl demo``, end to end (one epoch instead of 150): real MNI152 slices from the
 nilearn wheel, PA3C training, test metrics and the three figures; a second call on the same folder
 continues the run instead of training anew, and says so."""
 
@@ -13,13 +13,14 @@ from pixeldrl.experiments.demo import demo_config, run_demo
 
 def test_the_demo_trains_a_quarter_of_its_epochs_at_half_the_side_whatever_the_budget(tmp_path):
     default = demo_config(tmp_path)
-    assert (default.epochs, default.coarse_epochs, default.coarse_side(), default.image_size) == (94, 24, 64, 128)
+    assert (default.epochs, default.coarse_epochs, default.coarse_side(), default.image_size) == (150, 38, 64, 128)
     assert default.zoom_out == 0.5
     assert (default.t_max, default.ema_decay) == (2, 0.95)  # 2-step episodes, scored through the weight average
     assert (default.data, default.out) == (str(tmp_path / "data"), str(tmp_path / "run"))
     shorter = demo_config(tmp_path, epochs=20)
-    assert (shorter.epochs, shorter.coarse_epochs) == (20, 5)  # 24/94 of 20, to the nearest epoch
-    assert demo_config(tmp_path, epochs=62).coarse_epochs == 16  # 15.8: the measured 16 + 46 schedule
+    assert (shorter.epochs, shorter.coarse_epochs) == (20, 5)  # 38/150 of 20, to the nearest epoch
+    assert demo_config(tmp_path, epochs=94).coarse_epochs == 24  # 23.8: the measured 24 + 70 schedule
+    assert demo_config(tmp_path, epochs=62).coarse_epochs == 16  # 15.7: the measured 16 + 46 schedule
     assert demo_config(tmp_path, epochs=1).coarse_epochs == 0  # one epoch: at the full size
 
 
