@@ -11,7 +11,8 @@ the baselines alike (they ignore the PA3C fields). Then ``pixeldrl train --model
 ``--baselines``; ``--no-unet``: none) trains on the same data folder with the demo's settings (same
 split, epochs, batch size, learning rate) for each seed (``--baselines-only``: those alone, on the
 data a demo run left in ``--out``, e.g. in a second process beside it). Prints a table of test
-metrics (mean ± population std over seeds, as ``np.std``; ``reproduce`` tables give the sample std) and writes it, with every run's summary and per-slice scores, to ``--keep``.
+metrics (mean ± population std over seeds, as ``np.std``; ``reproduce`` tables give the sample std)
+and writes it, with every run's summary and per-slice scores, to ``--keep``.
 
 A second table splits the test slices by the area of their white-matter label (pixels at the
 network's side): the demo's mean is an average over slices, and a handful of slices at the top and

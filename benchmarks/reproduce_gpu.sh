@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The four `pixeldrl reproduce` experiments on the demo slices on one CUDA GPU, at RESULTS.md's 128² budget
-# (the demo's recipe for 94 epochs: 128², 94 epochs of batch 8, the first 24 at 64², scale augmentation 0.5, Adam 4e-3, gradients
-# clipped at 1, 2-step PA3C episodes; every method alike), as RESULTS.md's GPU section reports them. The runs train JOBS at a
+# The four `pixeldrl reproduce` experiments on the demo slices on one CUDA GPU, at RESULTS.md's 128²
+# budget (the demo's recipe for 94 epochs: 128², batch 8, the first 24 epochs at 64², scale augmentation
+# 0.5, Adam 4e-3, gradients clipped at 1, 2-step PA3C episodes; every method alike), as RESULTS.md's GPU section reports them. The runs train JOBS at a
 # time (benchmarks/reproduce_runs.py, one CPU thread each, CUDA MPS when the machine allows it), then
 # one `pixeldrl reproduce` per experiment finds them finished and writes its tables and figures.
 # Everything but checkpoints and data is packed into $OUT/results.tgz. Run from the repository root

@@ -50,10 +50,10 @@ from pixeldrl.viewer import ViewSlice, write_view
 # 40 + 36 epochs scored 0.896 (4 seeds), no better than a shorter shrunk schedule, so the coarse epochs
 # shrink the slices (BENCHMARKS). Half the training slices are shrunk by up to 2× (``zoom_out``): the test
 # split's top-of-brain slices hold labels (10–128 px) smaller than any training label at the top of the
-# brain (154 px and up), and scale augmentation raised them from
-# 0.45 to 0.68 DICE (3 seeds, README "Demo"). Gradients are clipped at norm 1 rather than the presets' 5:
-# higher on every seed of the 94-epoch demo (test DICE 0.913 ± 0.002 against 0.907 ± 0.003, 3 seeds, AMD EPYC) and on
-# the 68-epoch schedule (6 seeds on a GPU; BENCHMARKS).
+# brain (154 px and up), and scale augmentation raised them from 0.45 to 0.68 DICE (3 seeds, README
+# "Demo"). Gradients are clipped at norm 1 rather than the presets' 5: higher on every seed of the
+# 94-epoch demo (test DICE 0.913 ± 0.002 against 0.907 ± 0.003, 3 seeds, AMD EPYC) and on the 68-epoch
+# schedule (6 seeds on a GPU; BENCHMARKS).
 DEMO_TRAIN = dict(image_size=128, epochs=150, coarse_epochs=38, t_max=2, ema_decay=0.95, batch_size=8, lr=4e-3,
                   lr_step=1000, lr_decay=1.0, val_every=1, zoom_out=0.5, grad_clip=1.0)
 
