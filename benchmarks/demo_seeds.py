@@ -48,11 +48,12 @@ def mean_std(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def by_area_table(runs: dict[str, list[Path]], data: Path) -> str:
-    """DICE and BIoU over the test slices of each label-area band, mean ± std over each model's runs.
+def by_area_table(runs: dict[str, list[Path]], data: Path, keys=("DICE", "BIoU"), std=np.std) -> str:
+    """``keys`` (DICE and BIoU) over the test slices of each label-area band, mean ± std over each model's runs.
 
     ``runs`` maps a model's name to its run folders (each with the ``summary.json`` that training
-    writes: the per-image test metrics); ``data`` is the demo data folder they were tested on.
+    writes: the per-image test metrics); ``data`` is the demo data folder they were tested on; ``std``
+    the spread over runs (population, ``np.std``, here; ``reproduce`` tables give the sample std).
     """
     from pixeldrl.data.images import read_mask
 
@@ -65,12 +66,12 @@ def by_area_table(runs: dict[str, list[Path]], data: Path) -> str:
         if not folders:
             continue
         per_run = [json.loads((f / "summary.json").read_text())["per_image"] for f in folders]
-        for key in ("DICE", "BIoU"):
+        for key in keys:
             cells = []
             for lo, hi in AREA_BANDS:
                 means = [np.mean([r[key] for r in rows if lo <= area[r["name"]] and (hi is None or area[r["name"]] < hi)])
                          for rows in per_run]
-                cells.append(mean_std(means))
+                cells.append(f"{np.mean(means):.3f} ± {std(means):.3f}")
             lines.append(f"| {name} {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

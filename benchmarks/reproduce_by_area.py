@@ -1,0 +1,55 @@
+"""Table 2 of ``pixeldrl reproduce`` on the demo data, split by the area of each test slice's label.
+
+    python benchmarks/reproduce_by_area.py [--keep FILE] -- \
+        --data runs/demo_data --preset small --image-size 128 --epochs 94 ... --seeds 5 --out runs/reproduce_cpu_128
+
+Takes the same options as ``pixeldrl reproduce`` (after ``--``) and finds each finished Table 2 run the way
+``reproduce`` names it; trains nothing. A method's mean over the test split weighs the five top-of-brain
+slices (labels of 10–128 pixels) as much as five mid-brain ones; this table shows where the methods
+differ: DICE, BIoU, PPV and SEN over the slices of each label-area band (``demo_seeds.AREA_BANDS``), then
+mean ± sample std over the seeds (as ``reproduce``'s tables).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+from demo_seeds import by_area_table
+from machine import cpu_name
+
+
+def main() -> None:
+    from pixeldrl.cli import build_parser, reproduce_settings
+    from pixeldrl.experiments.reproduce import (auto_image_size, experiment_rows, output_dir, run_config,
+                                                select_rows)
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--keep", help="also write the table to this markdown file")
+    p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
+    a = p.parse_args()
+    rest = [x for x in a.reproduce_args if x != "--"]
+    s = reproduce_settings(build_parser().parse_args(["reproduce", "--experiment", "table2", *rest]))
+    if s.image_size is None:  # as reproduce chooses it
+        s = dataclasses.replace(s, image_size=auto_image_size(s.data, s.preset)[0])
+    runs = {}
+    for row in select_rows(experiment_rows("table2"), s.models, "table2"):
+        folders = [Path(run_config(s, row, seed, output_dir(s)).out) for seed in range(s.seeds)]
+        missing = [f for f in folders if not (f / "summary.json").is_file()]
+        if missing:
+            sys.exit(f"{missing[0]}: no finished run (train it with pixeldrl reproduce or benchmarks/reproduce_runs.py)")
+        runs[row.label] = folders
+    table = "\n".join([
+        f"Table 2 runs by label area: test slices grouped by their label's pixels at 128², mean over a band's slices, "
+        f"then mean ± sample std over {s.seeds} seeds; {cpu_name()}; "
+        f"`python benchmarks/reproduce_by_area.py -- {' '.join(rest)}`", "",
+        by_area_table(runs, Path(s.data), keys=("DICE", "BIoU", "PPV", "SEN"), std=lambda v: np.std(v, ddof=1))])
+    print(table)
+    if a.keep:
+        Path(a.keep).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
