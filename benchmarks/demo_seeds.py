@@ -44,8 +44,8 @@ AREA_BANDS = ((0, 200), (200, 1000), (1000, None))
 200 pixels (the top of the brain), 8 between 200 and 1000 (the bottom), 16 above 1000."""
 
 
-def mean_std(values) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+def mean_std(values, std=np.std) -> str:
+    return f"{np.mean(values):.3f} ± {std(values):.3f}"
 
 
 def by_area_table(runs: dict[str, list[Path]], data: Path, keys=("DICE", "BIoU"), std=np.std) -> str:
@@ -71,7 +71,7 @@ def by_area_table(runs: dict[str, list[Path]], data: Path, keys=("DICE", "BIoU")
             for lo, hi in AREA_BANDS:
                 means = [np.mean([r[key] for r in rows if lo <= area[r["name"]] and (hi is None or area[r["name"]] < hi)])
                          for rows in per_run]
-                cells.append(f"{np.mean(means):.3f} ± {std(means):.3f}")
+                cells.append(mean_std(means, std))
             lines.append(f"| {name} {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -12,28 +12,23 @@ mean ± sample std over the seeds (as ``reproduce``'s tables).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 from demo_seeds import by_area_table
 from machine import cpu_name
+from reproduce_runs import settings_from_args
 
 
 def main() -> None:
-    from pixeldrl.cli import build_parser, reproduce_settings
-    from pixeldrl.experiments.reproduce import (auto_image_size, experiment_rows, output_dir, run_config,
-                                                select_rows)
+    from pixeldrl.experiments.reproduce import experiment_rows, output_dir, run_config, select_rows
 
     p = argparse.ArgumentParser()
     p.add_argument("--keep", help="also write the table to this markdown file")
     p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
     a = p.parse_args()
-    rest = [x for x in a.reproduce_args if x != "--"]
-    s = reproduce_settings(build_parser().parse_args(["reproduce", "--experiment", "table2", *rest]))
-    if s.image_size is None:  # as reproduce chooses it
-        s = dataclasses.replace(s, image_size=auto_image_size(s.data, s.preset)[0])
+    s = settings_from_args(a.reproduce_args, "table2")
     runs = {}
     for row in select_rows(experiment_rows("table2"), s.models, "table2"):
         folders = [Path(run_config(s, row, seed, output_dir(s)).out) for seed in range(s.seeds)]
@@ -42,9 +37,9 @@ def main() -> None:
             sys.exit(f"{missing[0]}: no finished run (train it with pixeldrl reproduce or benchmarks/reproduce_runs.py)")
         runs[row.label] = folders
     table = "\n".join([
-        f"Table 2 runs by label area: test slices grouped by their label's pixels at 128², mean over a band's slices, "
+        f"Table 2 runs by label area: test slices grouped by their label's pixels, mean over a band's slices, "
         f"then mean ± sample std over {s.seeds} seeds; {cpu_name()}; "
-        f"`python benchmarks/reproduce_by_area.py -- {' '.join(rest)}`", "",
+        f"`python benchmarks/reproduce_by_area.py {' '.join(sys.argv[1:])}`", "",
         by_area_table(runs, Path(s.data), keys=("DICE", "BIoU", "PPV", "SEN"), std=lambda v: np.std(v, ddof=1))])
     print(table)
     if a.keep:

@@ -40,11 +40,24 @@ def _train(args: tuple) -> str:
     return f"{row.key} seed {seed}: {what} in {time.time() - t0:.0f} s ({run})"
 
 
-def main() -> None:
+def settings_from_args(reproduce_args: list[str], experiment: str, shots: str = "50,100"):
+    """``pixeldrl reproduce``'s settings from its command-line options (``--`` dropped), with the image size
+    chosen as ``reproduce`` chooses it and no progress bars."""
     import dataclasses
 
     from pixeldrl.cli import build_parser, reproduce_settings
-    from pixeldrl.experiments.reproduce import auto_image_size, experiment_rows, select_rows
+    from pixeldrl.experiments.reproduce import auto_image_size
+
+    rest = [x for x in reproduce_args if x != "--"]
+    r = build_parser().parse_args(["reproduce", "--experiment", experiment, "--shots", shots, *rest])
+    s = dataclasses.replace(reproduce_settings(r), progress=False)
+    if s.image_size is None:
+        s.image_size = auto_image_size(s.data, s.preset)[0]
+    return s
+
+
+def main() -> None:
+    from pixeldrl.experiments.reproduce import experiment_rows, select_rows
 
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=2)
@@ -54,12 +67,8 @@ def main() -> None:
     p.add_argument("--shots", default="50,100", help="table4's k-shot sizes (as reproduce's --shots)")
     p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
     a = p.parse_args()
-    rest = [x for x in a.reproduce_args if x != "--"]
-    r = build_parser().parse_args(["reproduce", "--experiment", a.experiments[0], "--shots", a.shots, *rest])
-    s = dataclasses.replace(reproduce_settings(r), progress=False)
+    s = settings_from_args(a.reproduce_args, a.experiments[0], a.shots)
     shots = s.shots
-    if s.image_size is None:  # as reproduce chooses it
-        s.image_size = auto_image_size(s.data, s.preset)[0]
     jobs, seen = [], set()
     for exp in a.experiments:
         for row in select_rows(experiment_rows(exp, shots), s.models, exp):  # reproduce's own --models
