@@ -18,24 +18,16 @@ from pathlib import Path
 import numpy as np
 from demo_seeds import by_area_table
 from machine import cpu_name
-from reproduce_runs import settings_from_args
+from reproduce_runs import finished_runs, settings_from_args
 
 
 def main() -> None:
-    from pixeldrl.experiments.reproduce import experiment_rows, output_dir, run_config, select_rows
-
     p = argparse.ArgumentParser()
     p.add_argument("--keep", help="also write the table to this markdown file")
     p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
     a = p.parse_args()
     s = settings_from_args(a.reproduce_args, "table2")
-    runs = {}
-    for row in select_rows(experiment_rows("table2"), s.models, "table2"):
-        folders = [Path(run_config(s, row, seed, output_dir(s)).out) for seed in range(s.seeds)]
-        missing = [f for f in folders if not (f / "summary.json").is_file()]
-        if missing:
-            sys.exit(f"{missing[0]}: no finished run (train it with pixeldrl reproduce or benchmarks/reproduce_runs.py)")
-        runs[row.label] = folders
+    runs = finished_runs(s)
     table = "\n".join([
         f"Table 2 runs by label area: test slices grouped by their label's pixels, mean over a band's slices, "
         f"then mean ± sample std over {s.seeds} seeds; {cpu_name()}; "

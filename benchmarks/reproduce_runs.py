@@ -56,6 +56,24 @@ def settings_from_args(reproduce_args: list[str], experiment: str, shots: str = 
     return s
 
 
+def finished_runs(s, experiment: str = "table2") -> dict:
+    """``{row label: [run folder of seed 0, 1, …]}`` of an experiment's rows in ``s.models``, found the way
+    ``reproduce`` names them; exits naming the first run that is not finished (this trains nothing)."""
+    import sys
+    from pathlib import Path
+
+    from pixeldrl.experiments.reproduce import experiment_rows, output_dir, run_config, select_rows
+
+    runs = {}
+    for row in select_rows(experiment_rows(experiment, s.shots), s.models, experiment):
+        folders = [Path(run_config(s, row, seed, output_dir(s)).out) for seed in range(s.seeds)]
+        missing = [f for f in folders if not (f / "summary.json").is_file()]
+        if missing:
+            sys.exit(f"{missing[0]}: no finished run (train it with pixeldrl reproduce or benchmarks/reproduce_runs.py)")
+        runs[row.label] = folders
+    return runs
+
+
 def main() -> None:
     from pixeldrl.experiments.reproduce import experiment_rows, select_rows
 
