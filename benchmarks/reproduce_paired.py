@@ -45,9 +45,9 @@ def main() -> None:
     runs = finished_runs(s)
     if len(runs) < 2 or s.seeds < 3:
         sys.exit("need at least two methods (--models) and three seeds (--seeds) to compare")
-    # values[label][metric] = one test mean per seed (shape: seeds)
-    values = {label: {m: np.array([json.loads((f / "summary.json").read_text())["mean"][m] for f in folders])
-                      for m in a.metrics} for label, folders in runs.items()}
+    # values[label][metric] = one test mean per seed (shape: seeds); each summary.json read once
+    means = {label: [json.loads((f / "summary.json").read_text())["mean"] for f in folders] for label, folders in runs.items()}
+    values = {label: {m: np.array([r[m] for r in rows]) for m in a.metrics} for label, rows in means.items()}
     ours, *others = runs
     lines = [f"Table 2 runs paired by seed: {ours} against each other method, {s.seeds} seeds (0–{s.seeds - 1}); "
              f"{cpu_name()}; `python benchmarks/reproduce_paired.py {' '.join(sys.argv[1:])}`", ""]

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import sys
 import time
+from pathlib import Path
 
 ORDER = ("pixelrl", "unet++", "swin-unetr", "attention-unet", "pixeldrl", "unet")
 """Models by decreasing cost per run on a CPU. Seconds per epoch at 128², batch 8, one thread, on an Intel Xeon
@@ -59,9 +61,6 @@ def settings_from_args(reproduce_args: list[str], experiment: str, shots: str = 
 def finished_runs(s, experiment: str = "table2") -> dict:
     """``{row label: [run folder of seed 0, 1, …]}`` of an experiment's rows in ``s.models``, found the way
     ``reproduce`` names them; exits naming the first run that is not finished (this trains nothing)."""
-    import sys
-    from pathlib import Path
-
     from pixeldrl.experiments.reproduce import experiment_rows, output_dir, run_config, select_rows
 
     runs = {}
