@@ -6,7 +6,7 @@
     pixeldrl predict --checkpoint CKPT INPUT... --out DIR [--save-steps]     # images or NIfTI volumes
     pixeldrl evaluate --pred DIR --gt DIR [--json]
     pixeldrl evaluate --checkpoint CKPT --data DIR [--split test] [--json]
-    pixeldrl info [--model NAME] [--preset paper|small] [--json]
+    pixeldrl info [--model NAME] [--preset paper|medium|small] [--json]
     pixeldrl reproduce --data DIR --experiment table2|table3|table4|robustness [--epochs N] [--seeds K] ...
     pixeldrl export --checkpoint CKPT --format torchscript|onnx OUT
     pixeldrl view PRED_DIR [--images DIR] [--gt DIR] [--out view.html]
@@ -92,7 +92,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="shrink half the training slices by a random factor in [1 - Z, 1] (not in the paper; default 0)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="pixeldrl (PixelDRL-MG, default), pixelrl, unet, attention-unet, unet++ or swin-unetr")
-    m.add_argument("--preset", help="paper (7.14 M parameters, the paper's schedule; default) or small")
+    m.add_argument("--preset", help="paper (7.14 M parameters, the paper's schedule; default), medium (1.15 M) "
+                                    "or small (0.29 M), the CPU presets")
     m.add_argument("--image-size", type=int, help="side of the square the network sees (preset default)")
     m.add_argument("--no-sam", dest="use_sam", action="store_false", default=None,
                    help="ablation: no self-attention module")
@@ -339,8 +340,9 @@ def reproduce_settings(a: argparse.Namespace) -> Settings:
     except ValueError:
         raise InputError(f"--shots {a.shots}: expected comma-separated integers, e.g. 50,100") from None
     return Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
-                    batch_size=a.batch_size, lr=a.lr, t_max=a.t_max, coarse_epochs=a.coarse_epochs,
-                    coarse_mode=a.coarse_mode, zoom_out=a.zoom_out, grad_clip=a.grad_clip, device=a.device, shots=shots,
+                    batch_size=a.batch_size, lr=a.lr, pa3c_lr=a.pa3c_lr, t_max=a.t_max,
+                    coarse_epochs=a.coarse_epochs, coarse_mode=a.coarse_mode, zoom_out=a.zoom_out,
+                    grad_clip=a.grad_clip, device=a.device, shots=shots,
                     models=tuple(m for m in a.models.split(",") if m), progress=sys.stderr.isatty())
 
 
@@ -444,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="parameter counts, total and per component")
     p.add_argument("--model", default="pixeldrl", help="pixeldrl, pixelrl, unet, attention-unet, unet++, swin-unetr")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default 1)")
-    p.add_argument("--preset", default="paper", help="paper (default) or small")
+    p.add_argument("--preset", default="paper", help="paper (default), medium or small")
     p.add_argument("--no-sam", action="store_true", help="without the self-attention module")
     p.add_argument("--no-dilation", action="store_true", help="without dilated convolutions")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -462,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "up to a multiple of 32, at least 64, at most the preset's size; printed)")
     p.add_argument("--batch-size", type=int, help="images per update of every model (preset default)")
     p.add_argument("--lr", type=float, help="Adam learning rate of every model (preset default)")
+    p.add_argument("--pa3c-lr", type=float,
+                   help="Adam learning rate of PixelDRL-MG and PixelRL alone, when their network wants another "
+                        "rate than the U-Nets' (default: --lr)")
     p.add_argument("--t-max", type=int, help="training episode length of PixelDRL-MG and PixelRL (preset default)")
     p.add_argument("--coarse-epochs", type=int,
                    help="first epochs of every run on slices at half the side (progressive resizing; default 0)")

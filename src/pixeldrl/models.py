@@ -69,9 +69,9 @@ def parameter_counts(name: str, in_channels: int = 1, cfg=None) -> dict[str, int
 
 
 # Peak bytes per input pixel of one PA3C update of PixelDRL-MG with stored activations at t_max = 10,
-# measured by benchmarks/memory.py on CPU (benchmarks/results/memory_cpu_{small,paper}.txt: batch 8
-# at 128² for small, batch 4 at 256² for paper); --recompute needs at least 4× less there.
-UPDATE_BYTES_PER_PIXEL = {"small": 10_650, "paper": 40_670}
+# measured by benchmarks/memory.py on CPU (benchmarks/results/memory_cpu_{small,medium,paper}.txt: batch 8
+# at 128² for small and medium, batch 4 at 256² for paper); --recompute needs at least 4× less there.
+UPDATE_BYTES_PER_PIXEL = {"small": 10_650, "medium": 20_810, "paper": 40_670}
 RECOMPUTE_SAVING = 4
 
 

@@ -210,13 +210,13 @@ def test_a_pa3c_run_with_another_recipe_is_not_reused(tmp_path):
     run.mkdir()
     for model, refused in (("pixeldrl", True), ("pixelrl", True), ("unet", False)):
         cfg = make_config("small", model=model, data=str(tmp_path), epochs=1)
-        stored = {**cfg.to_dict(), "t_max": cfg.t_max + 7}
-        (run / "config.json").write_text(json.dumps(stored))
-        if refused:
-            with pytest.raises(InputError, match="t_max"):
+        for key, value in (("t_max", cfg.t_max + 7), ("preset", "medium")):
+            (run / "config.json").write_text(json.dumps({**cfg.to_dict(), key: value}))
+            if refused:
+                with pytest.raises(InputError, match=key):
+                    _check_same(cfg, run)
+            else:
                 _check_same(cfg, run)
-        else:
-            _check_same(cfg, run)
     # A stored config from before the weight average existed trained without it.
     cfg = make_config("small", data=str(tmp_path), epochs=1, ema_decay=0.95)
     stored = cfg.to_dict()
@@ -224,6 +224,28 @@ def test_a_pa3c_run_with_another_recipe_is_not_reused(tmp_path):
     (run / "config.json").write_text(json.dumps(stored))
     with pytest.raises(InputError, match="ema_decay"):
         _check_same(cfg, run)
+
+
+def test_a_second_preset_shares_the_unet_runs_and_takes_its_own_learning_rate(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["reproduce", "--data", data, "--experiment", "table2", "--seeds", "1", "--models", "pixeldrl,unet",
+            "--out", out, "--image-size", "64", "--batch-size", "4", "--epochs", "1"]
+    rc, _, _ = run_cli(capsys, *base, "--preset", "small")  # small's own lr, 4e-3, for both
+    assert rc == 0
+    rc, printed, _ = run_cli(capsys, *base, "--preset", "medium", "--lr", "0.004", "--pa3c-lr", "0.002")
+    assert rc == 0
+    assert "U-Net full seed 0: skipped" in printed and "PixelDRL-MG full seed 0: trained" in printed, printed
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["pixeldrl-medium", "pixeldrl-small", "unet"]
+    cfg = json.loads((out / "runs" / "pixeldrl-medium" / "e1-seed0" / "config.json").read_text())
+    assert (cfg["preset"], cfg["lr"]) == ("medium", 0.002)
+    rows = {r["method"]: r for r in read_csv(out / "table2" / "results.csv")}
+    assert int(rows["PixelDRL-MG"]["parameters"]) == 1_149_123
+    assert "Adam lr 0.002 (PixelDRL-MG) and 0.004 (U-Net)" in (out / "table2" / "results.md").read_text()
+    # A folder named without the preset (an --out of an earlier version) is reused for its own preset.
+    (out / "runs" / "pixeldrl-small").rename(out / "runs" / "pixeldrl")
+    rc, printed, _ = run_cli(capsys, *base, "--preset", "small")
+    assert rc == 0 and "PixelDRL-MG full seed 0: skipped" in printed, printed
+    assert not (out / "runs" / "pixeldrl-small").exists()
 
 
 def test_robustness_reuses_table2_runs_and_reports_every_condition(table2, data, capsys):
@@ -260,7 +282,7 @@ def test_models_limits_the_rows_and_says_which_are_left_out(data, tmp_path, caps
     rc, _, _ = run_cli(capsys, "reproduce", "--data", data, "--experiment", "table2", "--seeds", "1",
                        "--models", "unet,pixeldrl", "--out", out, *TINY)
     assert rc == 0
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["pixeldrl", "unet"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["pixeldrl-small", "unet"]
     rows = read_csv(out / "table2" / "results.csv")
     assert [r["method"] for r in rows] == ["PixelDRL-MG", "U-Net"]  # table order, not the option's
     md = (out / "table2" / "results.md").read_text()

@@ -24,7 +24,7 @@ def test_paper_preset_has_7_14_million_parameters():
     assert plain["trunk"] == vgg
 
 
-@pytest.mark.parametrize("preset", ["paper", "small"])
+@pytest.mark.parametrize("preset", ["paper", "medium", "small"])
 @pytest.mark.parametrize("size", [(64, 64), (37, 50), (8, 8)])
 def test_outputs_at_input_resolution(preset, size):
     net = PixelDRLNet(net_config(preset)).eval()
@@ -52,9 +52,13 @@ def test_ablation_variants():
         assert logits.shape == (1, 2, 24, 24) and value.shape == (1, 1, 24, 24)
 
 
-def test_small_preset_is_much_smaller_and_multichannel_input_works():
+def test_cpu_presets_are_the_paper_topology_narrowed_and_multichannel_input_works():
     small = count_parameters(PixelDRLNet(net_config("small")))["total"]
+    medium = count_parameters(PixelDRLNet(net_config("medium")))["total"]
     assert small < 0.1 * count_parameters(PixelDRLNet(net_config("paper")))["total"]
+    assert (small, medium) == (288_419, 1_149_123)  # medium: twice small's width, about 4× its weights
+    layers = [[type(m) for m in PixelDRLNet(net_config(p)).modules()] for p in ("paper", "medium", "small")]
+    assert layers[0] == layers[1] == layers[2]
     net = PixelDRLNet(net_config("small", in_channels=3))
     logits, _ = net(torch.rand(1, 3, 16, 16))
     assert logits.shape == (1, 2, 16, 16)

@@ -26,16 +26,19 @@ Input size: ``--image-size S`` is always used. Without it the size follows the d
 (:func:`auto_image_size`): the largest in-plane side of the data, rounded up to a multiple of 32
 and at least 64 (what Swin-UNETR needs; the U-Nets need a multiple of 16, PixelDRL-MG of 8, so one
 size serves every experiment and runs stay shared between them), at most the preset's size (paper
-256, small 128). The choice is printed and written into ``results.md``.
+256, medium and small 128). The choice is printed and written into ``results.md``.
 
 Every method shares the data pipeline, splits, input size, epoch budget, batch size, optimiser
 schedule, augmentation and gradient clip (``--lr``, ``--coarse-epochs``, ``--coarse-mode``,
 ``--zoom-out``, ``--grad-clip``), checkpoint selection (best validation Dice) and metrics; only the
-model and its loss differ (``--t-max``: the PA3C methods' training episodes).
+model and its loss differ (``--t-max``: the PA3C methods' training episodes; ``--pa3c-lr``: their Adam rate,
+when their network wants another one than the U-Nets').
 Layout under ``--out``::
 
     runs/ROW/eE-seedS/        one run folder per (method, setting, seed) — train.py's files, plus
                               robustness/CONDITION.json (clean.json too) for the robustness experiment
+                              (ROW of a PA3C method names the preset, e.g. pixeldrl-medium: presets
+                              in one --out share the U-Net runs)
     data/k50-seedS/           the k-shot data set (symlinks into --data)
     EXPERIMENT/results.md     mean ± std over seeds of DICE, PPV, SEN, IoU, BIoU, HD95 and the
     EXPERIMENT/results.csv    parameter count per row; best value per column in bold
@@ -84,10 +87,11 @@ CLEAN = "clean"
 SIZE_MULTIPLE = 32
 MIN_SIZE = 64
 # Settings that must match for a finished run folder to be reused.
-_RUN_KEYS = ("model", "preset", "use_sam", "use_dilation", "image_size", "epochs", "batch_size", "lr", "seed",
+_RUN_KEYS = ("model", "use_sam", "use_dilation", "image_size", "epochs", "batch_size", "lr", "seed",
              "split_seed", "lr_step", "lr_decay", "coarse_epochs", "coarse_mode", "zoom_out", "grad_clip")
-# ... and, for the PA3C methods, their recipe's settings that a preset sets (the U-Nets ignore them).
-_PA3C_RUN_KEYS = ("t_max", "ema_decay")
+# ... and, for the PA3C methods, their network and the recipe's settings that a preset sets (the U-Nets
+# ignore them, so one U-Net run serves every preset).
+_PA3C_RUN_KEYS = ("preset", "t_max", "ema_decay")
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,10 @@ class Settings:
     image_size: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    """Adam learning rate of every run, each method alike (None: the preset's)."""
+    """Adam learning rate of every run, each method alike unless ``pa3c_lr`` is given (None: the preset's)."""
+    pa3c_lr: float | None = None
+    """Adam learning rate of the PA3C methods (PixelDRL-MG, PixelRL) alone, when the rate that suits their
+    network is not the U-Nets' (None: ``lr``); e.g. ``--preset medium --lr 0.004 --pa3c-lr 0.002``."""
     t_max: int | None = None
     """Training episode length of the PA3C methods, PixelDRL-MG and PixelRL (None: the preset's)."""
     coarse_epochs: int | None = None
@@ -183,16 +190,28 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     """The TrainConfig of one (row, seed) run: the preset's budget with the method swapped in."""
     # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
     # whatever the layout, so every method and seed trains on the same k slices.
+    pa3c = row.model in PA3C_MODELS
+    lr = s.pa3c_lr if pa3c and s.pa3c_lr is not None else s.lr
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
-                      batch_size=s.batch_size, lr=s.lr, t_max=s.t_max, coarse_epochs=s.coarse_epochs,
+                      batch_size=s.batch_size, lr=lr, t_max=s.t_max, coarse_epochs=s.coarse_epochs,
                       coarse_mode=s.coarse_mode, zoom_out=s.zoom_out, grad_clip=s.grad_clip, device=s.device,
                       seed=seed, use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
-    cfg.out = str(run_dir(out, row, cfg.epochs, seed))
+    cfg.out = str(run_dir(out, row, cfg))
     return cfg
 
 
-def run_dir(out: Path, row: Row, epochs: int, seed: int) -> Path:
-    return out / "runs" / row.key / f"e{epochs}-seed{seed}"
+def run_dir(out: Path, row: Row, cfg: TrainConfig) -> Path:
+    """``out/runs/ROW/eE-seedS``; a PA3C row's folder also names the preset (``pixeldrl-medium``), so runs of
+    two presets live side by side and share the U-Net runs. A PA3C run of the same preset in the folder
+    without the preset's name (how ``reproduce`` named them before presets shared an ``--out``) is reused."""
+    runs, leaf = out / "runs", f"e{cfg.epochs}-seed{cfg.seed}"
+    if cfg.model not in PA3C_MODELS:
+        return runs / row.key / leaf
+    named, unnamed = runs / f"{row.key}-{cfg.preset}" / leaf, runs / row.key / leaf
+    if not named.exists() and (unnamed / "config.json").is_file():
+        if json.loads((unnamed / "config.json").read_text()).get("preset") == cfg.preset:
+            return unnamed
+    return named
 
 
 def is_complete(run: Path) -> bool:
@@ -508,6 +527,11 @@ def reproduce(experiment: str, s: Settings) -> Path:
     figure = comparison_figure(fig_rows, runs, test, exp_dir / "comparison.png", device=s.device,
                                corruption=corruption)
     cfg0 = configs[rows[0]][0]
+    by_lr: dict[float, list[str]] = {}
+    for row in rows:
+        labels = by_lr.setdefault(configs[row][0].lr, [])
+        labels += [] if row.label in labels else [row.label]
+    lr_note = f"{cfg0.lr}" if len(by_lr) == 1 else " and ".join(f"{lr} ({', '.join(ls)})" for lr, ls in by_lr.items())
     hd95 = json.loads((runs[rows[0]][0] / "summary.json").read_text()).get("hd95_unit", "pixels")
     where = (f"metrics on the test split's {len(test)} slices at the network's {cfg0.image_size}×{cfg0.image_size} "
              f"input size, every condition including clean (HD95 in network pixels; Table 2's numbers are at the "
@@ -515,7 +539,7 @@ def reproduce(experiment: str, s: Settings) -> Path:
              f"metrics on the test split at the images' original size (HD95 in {hd95})")
     lines = [f"# {title}", "",
              f"Data `{s.data}`; {s.seeds} seed(s) (mean ± sample std over seeds); {cfg0.epochs} epochs, batch "
-             f"{cfg0.batch_size}, {cfg0.image_size}×{cfg0.image_size} input ({size_note}), Adam lr {cfg0.lr} "
+             f"{cfg0.batch_size}, {cfg0.image_size}×{cfg0.image_size} input ({size_note}), Adam lr {lr_note} "
              f"×{cfg0.lr_decay} every {cfg0.lr_step} epochs, gradients clipped at norm {cfg0.grad_clip:g}; "
              f"PixelDRL-MG preset `{s.preset}`, training episodes of "
              f"{cfg0.t_max} steps for the PA3C methods"

@@ -81,6 +81,9 @@ PRESETS: dict[str, NetConfig] = {
     "paper": NetConfig(),
     # Narrow: same topology at a quarter of the width, for CPU demos and tests.
     "small": NetConfig(widths=(8, 16, 32, 64), head_widths=(48, 24, 16, 8), sam_reduction=4),
+    # Half the width (1.15 M parameters, fewer than any U-Net baseline): the 128² CPU runs' best
+    # scorer (RESULTS.md Table 2), at about three times small's cost per epoch.
+    "medium": NetConfig(widths=(16, 32, 64, 128), head_widths=(96, 48, 32, 16), sam_reduction=4),
 }
 
 
