@@ -9,18 +9,22 @@ Takes the same options as ``pixeldrl reproduce`` (after ``--``) and finds each f
 training slices, so the per-seed difference is the comparison with the least noise. For each metric: every
 seed's test mean per method, PixelDRL-MG minus the other method per seed, the mean difference ± its
 sample std with a 95 % confidence interval (Student's t), the seeds each method wins, and two-sided
-p-values of the paired t-test and of the Wilcoxon signed-rank test (SciPy).
+p-values of the paired t-test and of the Wilcoxon signed-rank test (SciPy). ``--metrics`` takes the test metrics
+of ``summary.json`` and ``val_DICE``, the best validation DICE of ``log.csv`` (what picks the checkpoint).
+``--also-preset small`` adds PixelDRL-MG's runs of another preset in the same ``--out`` (at that preset's own Adam
+rate) as one more row, e.g. to pair ``medium`` with ``small``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from machine import cpu_name
-from reproduce_runs import finished_runs, settings_from_args
+from reproduce_runs import best_val_dice, finished_runs, settings_from_args
 from scipy import stats
 
 
@@ -38,15 +42,24 @@ def paired_rows(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--keep", help="also write the tables to this markdown file")
-    p.add_argument("--metrics", nargs="+", default=["DICE", "BIoU"])
+    p.add_argument("--metrics", nargs="+", default=["DICE", "BIoU"], help="summary.json metrics, or val_DICE")
+    p.add_argument("--also-preset", help="one more row: PixelDRL-MG with this preset (its own Adam rate)")
     p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
     a = p.parse_args()
     s = settings_from_args(a.reproduce_args, "table2")
     runs = finished_runs(s)
+    if a.also_preset:
+        from pixeldrl.config import make_config
+
+        other = dataclasses.replace(s, preset=a.also_preset, pa3c_lr=make_config(a.also_preset).lr, models=("pixeldrl",))
+        ours_label = next(iter(runs))
+        runs = {f"{ours_label} ({s.preset})": runs.pop(ours_label),
+                f"{ours_label} ({a.also_preset})": finished_runs(other)[ours_label], **runs}
     if len(runs) < 2 or s.seeds < 3:
         sys.exit("need at least two methods (--models) and three seeds (--seeds) to compare")
     # values[label][metric] = one test mean per seed (shape: seeds); each summary.json read once
-    means = {label: [json.loads((f / "summary.json").read_text())["mean"] for f in folders] for label, folders in runs.items()}
+    means = {label: [{**json.loads((f / "summary.json").read_text())["mean"], "val_DICE": best_val_dice(f)}
+                     for f in folders] for label, folders in runs.items()}
     values = {label: {m: np.array([r[m] for r in rows]) for m in a.metrics} for label, rows in means.items()}
     ours, *others = runs
     lines = [f"Table 2 runs paired by seed: {ours} against each other method, {s.seeds} seeds (0–{s.seeds - 1}); "

@@ -16,6 +16,8 @@ first (``ORDER``), so the pool ends together.
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -56,6 +58,13 @@ def settings_from_args(reproduce_args: list[str], experiment: str, shots: str = 
     if s.image_size is None:
         s.image_size = auto_image_size(s.data, s.preset)[0]
     return s
+
+
+def best_val_dice(run: Path) -> float:
+    """The best validation DICE in a run's ``log.csv``: the score that picked its checkpoint."""
+    with open(run / "log.csv", newline="") as f:
+        values = [float(r["val_dice"]) for r in csv.DictReader(f) if r["val_dice"] not in ("", "nan")]
+    return max(values) if values else math.nan
 
 
 def finished_runs(s, experiment: str = "table2") -> dict:

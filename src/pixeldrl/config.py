@@ -226,7 +226,7 @@ TRAIN_PRESETS: dict[str, dict] = {
                   ema_decay=0.95),
     # small's recipe on the twice-as-wide network at half the learning rate: at 4e-3 it learned slower
     # than small (Table 2's 128² run, seeds 0-1: val DICE 0.81 / 0.85 against 0.88 / 0.89 at epoch 62);
-    # at 2e-3 it scored above small's mean DICE and BIoU (benchmarks/wide_network.py, BENCHMARKS.md).
+    # at 2e-3 it scored above small's mean DICE and BIoU (BENCHMARKS.md, "The medium preset").
     "medium": dict(image_size=128, epochs=60, batch_size=8, lr=2e-3, lr_step=1000, lr_decay=1.0, t_max=3,
                    ema_decay=0.95),
 }
