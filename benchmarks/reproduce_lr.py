@@ -1,14 +1,14 @@
 """Each method of a ``reproduce`` table at several Adam learning rates, paired by seed: which rate suits it.
 
-    python benchmarks/reproduce_lr.py --rate 0.004 runs/reproduce_cpu_128 --rate 0.002 runs/reproduce_cpu_128_lr2 \
-        --seeds 0 1 2 -- --data runs/demo_data --preset small --image-size 128 --epochs 94 ... --models unet,swin-unetr
+    python benchmarks/reproduce_lr.py --rates 0.004 0.002 --seeds 0 1 2 -- \
+        --data runs/demo_data --preset small --image-size 128 --epochs 94 ... --models unet,swin-unetr --out OUT
 
-A run's learning rate is one of its stored settings, so the runs of each rate live in their own ``--out`` (train
-them with ``benchmarks/reproduce_runs.py ... -- ... --lr RATE --out OUT``). For every method of ``--models`` this
-reads the runs of the given seeds that are finished at every rate (seeds missing at one rate are left out for that
-method and counted) and prints, per rate, the mean ± sample std over those seeds of the best validation DICE (the
-checkpoint's selection score, ``log.csv``) and of the test DICE and Boundary IoU (``summary.json``), then the rate
-that validation picks — the rate a fair table gives that method. Trains nothing.
+Train the runs of each rate first (``benchmarks/reproduce_runs.py ... -- ... --lr RATE``, same ``--out``: runs of
+several rates live side by side). For every method of ``--models`` this reads the runs of the given seeds that
+are finished at every rate (a seed missing at one rate is left out for that method) and prints, per rate, the
+mean ± sample std over those seeds of the best validation DICE (the checkpoint's selection score, ``log.csv``)
+and of the test DICE and Boundary IoU (``summary.json``), then the rate that validation picks: the rate a fair
+table gives that method (``reproduce --method-lr``). Trains nothing.
 """
 from __future__ import annotations
 
@@ -30,26 +30,25 @@ def main() -> None:
     from pixeldrl.experiments.reproduce import experiment_rows, run_config, select_rows
 
     p = argparse.ArgumentParser()
-    p.add_argument("--rate", nargs=2, action="append", metavar=("LR", "OUT"), required=True,
-                   help="a learning rate and the reproduce --out holding its runs (give two or more)")
+    p.add_argument("--rates", type=float, nargs="+", required=True, help="Adam learning rates to compare")
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then pixeldrl reproduce's options")
     a = p.parse_args()
     base = settings_from_args(a.reproduce_args, "table2")
-    rates = [(float(lr), Path(out)) for lr, out in a.rate]
+    out = Path(base.out)
     lines = ["| method | Adam lr | seeds | best val DICE | test DICE | test BIoU |", "|---|---:|---|---:|---:|---:|"]
     picks = []
     for row in select_rows(experiment_rows("table2"), base.models, "table2"):
         runs = {}
-        for lr, out in rates:
-            s = dataclasses.replace(base, lr=lr, out=str(out))
+        for lr in a.rates:
+            s = dataclasses.replace(base, lr=lr, method_lr={})
             runs[lr] = {seed: Path(run_config(s, row, seed, out).out) for seed in a.seeds}
-        seeds = [seed for seed in a.seeds if all((runs[lr][seed] / "summary.json").is_file() for lr, _ in rates)]
+        seeds = [seed for seed in a.seeds if all((runs[lr][seed] / "summary.json").is_file() for lr in a.rates)]
         if not seeds:
             lines.append(f"| {row.label} | – | none finished at every rate | | | |")
             continue
         val = {}
-        for lr, _ in rates:
+        for lr in a.rates:
             folders = [runs[lr][seed] for seed in seeds]
             val[lr] = [best_val_dice(f) for f in folders]
             test = [json.loads((f / "summary.json").read_text())["mean"] for f in folders]

@@ -51,7 +51,8 @@ def main() -> None:
     if a.also_preset:
         from pixeldrl.config import make_config
 
-        other = dataclasses.replace(s, preset=a.also_preset, pa3c_lr=make_config(a.also_preset).lr, models=("pixeldrl",))
+        own_rate = {"pixeldrl": make_config(a.also_preset).lr}
+        other = dataclasses.replace(s, preset=a.also_preset, method_lr=own_rate, models=("pixeldrl",))
         ours_label = next(iter(runs))
         runs = {f"{ours_label} ({s.preset})": runs.pop(ours_label),
                 f"{ours_label} ({a.also_preset})": finished_runs(other)[ours_label], **runs}

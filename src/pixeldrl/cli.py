@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from pixeldrl import __version__
 from pixeldrl.checkpoint import resolve_device
-from pixeldrl.config import TrainConfig, make_config, validate
+from pixeldrl.config import MODELS, TrainConfig, make_config, validate
 from pixeldrl.data.protocol import Protocol
 from pixeldrl.data.store import MAX_STORE_SIZE, open_store, prepare
 from pixeldrl.data.volumes import DEFAULT_CT_WINDOW
@@ -333,6 +334,22 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def method_rates(text: str) -> dict[str, float]:
+    """``--method-lr``'s ``METHOD=LR,...`` as a dict; InputError naming the entry that is not one."""
+    rates = {}
+    for entry in filter(None, text.split(",")):
+        method, _, value = entry.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = math.nan
+        if method not in MODELS or not (math.isfinite(rate) and rate > 0):
+            raise InputError(f"--method-lr {text}: {entry!r} is not METHOD=RATE with a method of "
+                             f"{', '.join(MODELS)} and a rate > 0")
+        rates[method] = rate
+    return rates
+
+
 def reproduce_settings(a: argparse.Namespace) -> Settings:
     """The :class:`Settings` of parsed ``reproduce`` options."""
     try:
@@ -340,7 +357,7 @@ def reproduce_settings(a: argparse.Namespace) -> Settings:
     except ValueError:
         raise InputError(f"--shots {a.shots}: expected comma-separated integers, e.g. 50,100") from None
     return Settings(data=a.data, out=a.out, epochs=a.epochs, seeds=a.seeds, preset=a.preset, image_size=a.image_size,
-                    batch_size=a.batch_size, lr=a.lr, pa3c_lr=a.pa3c_lr, t_max=a.t_max,
+                    batch_size=a.batch_size, lr=a.lr, method_lr=method_rates(a.method_lr), t_max=a.t_max,
                     coarse_epochs=a.coarse_epochs, coarse_mode=a.coarse_mode, zoom_out=a.zoom_out,
                     grad_clip=a.grad_clip, device=a.device, shots=shots,
                     models=tuple(m for m in a.models.split(",") if m), progress=sys.stderr.isatty())
@@ -464,9 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "up to a multiple of 32, at least 64, at most the preset's size; printed)")
     p.add_argument("--batch-size", type=int, help="images per update of every model (preset default)")
     p.add_argument("--lr", type=float, help="Adam learning rate of every model (preset default)")
-    p.add_argument("--pa3c-lr", type=float,
-                   help="Adam learning rate of PixelDRL-MG and PixelRL alone, when their network wants another "
-                        "rate than the U-Nets' (default: --lr)")
+    p.add_argument("--method-lr", default="",
+                   help="Adam learning rate per method, e.g. pixeldrl=0.002,swin-unetr=0.002: each method at the "
+                        "rate its validation picks (methods not named: --lr)")
     p.add_argument("--t-max", type=int, help="training episode length of PixelDRL-MG and PixelRL (preset default)")
     p.add_argument("--coarse-epochs", type=int,
                    help="first epochs of every run on slices at half the side (progressive resizing; default 0)")

@@ -125,7 +125,7 @@ def test_pixelrl_trains_with_pa3c_and_predicts(data, tmp_path, capsys):
 
 
 def test_unet_checkpoint_predicts_and_evaluates(table2, data, tmp_path, capsys):
-    ckpt = table2 / "runs" / "unet" / "e1-seed0" / "checkpoint_best.pt"
+    ckpt = table2 / "runs" / "unet" / "e1-lr0.004-seed0" / "checkpoint_best.pt"
     rc, _, _ = run_cli(capsys, "predict", "--checkpoint", ckpt, data / "images", "--out", tmp_path / "pred")
     assert rc == 0 and len(list((tmp_path / "pred").glob("*.png"))) == 10
     rc, out, _ = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", data, "--json")
@@ -183,7 +183,7 @@ def test_table2_has_every_row_and_the_numbers_of_the_run_folders(table2):
 
 def test_reproduce_skips_finished_runs_and_resumes_unfinished_ones(table2, data, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in (table2 / "runs").glob("*/*/checkpoint_best.pt")}
-    unfinished = table2 / "runs" / "unet" / "e1-seed1"
+    unfinished = table2 / "runs" / "unet" / "e1-lr0.004-seed1"
     (unfinished / "summary.json").unlink()
     rc, out, _ = run_cli(capsys, "reproduce", "--data", data, "--experiment", "table2", "--seeds", "2",
                          "--out", table2, *TINY)
@@ -226,26 +226,37 @@ def test_a_pa3c_run_with_another_recipe_is_not_reused(tmp_path):
         _check_same(cfg, run)
 
 
-def test_a_second_preset_shares_the_unet_runs_and_takes_its_own_learning_rate(data, tmp_path, capsys):
+def test_presets_and_rates_share_one_out_and_each_method_takes_its_own_rate(data, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["reproduce", "--data", data, "--experiment", "table2", "--seeds", "1", "--models", "pixeldrl,unet",
             "--out", out, "--image-size", "64", "--batch-size", "4", "--epochs", "1"]
-    rc, _, _ = run_cli(capsys, *base, "--preset", "small")  # small's own lr, 4e-3, for both
+    rc, _, _ = run_cli(capsys, *base, "--preset", "small")  # small's own rate, 4e-3, for both
     assert rc == 0
-    rc, printed, _ = run_cli(capsys, *base, "--preset", "medium", "--lr", "0.004", "--pa3c-lr", "0.002")
+    # Another preset, PixelDRL-MG at its own rate: the U-Net run is shared.
+    rc, printed, _ = run_cli(capsys, *base, "--preset", "medium", "--lr", "0.004", "--method-lr", "pixeldrl=0.002")
     assert rc == 0
     assert "U-Net full seed 0: skipped" in printed and "PixelDRL-MG full seed 0: trained" in printed, printed
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["pixeldrl-medium", "pixeldrl-small", "unet"]
-    cfg = json.loads((out / "runs" / "pixeldrl-medium" / "e1-seed0" / "config.json").read_text())
+    runs = out / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["pixeldrl-medium", "pixeldrl-small", "unet"]
+    cfg = json.loads((runs / "pixeldrl-medium" / "e1-lr0.002-seed0" / "config.json").read_text())
     assert (cfg["preset"], cfg["lr"]) == ("medium", 0.002)
     rows = {r["method"]: r for r in read_csv(out / "table2" / "results.csv")}
     assert int(rows["PixelDRL-MG"]["parameters"]) == 1_149_123
     assert "Adam lr 0.002 (PixelDRL-MG) and 0.004 (U-Net)" in (out / "table2" / "results.md").read_text()
-    # A folder named without the preset (an --out of an earlier version) is reused for its own preset.
-    (out / "runs" / "pixeldrl-small").rename(out / "runs" / "pixeldrl")
+    # Another rate for the U-Net: a run beside the first, which stays.
+    rc, printed, _ = run_cli(capsys, *base, "--preset", "medium", "--lr", "0.002")
+    assert rc == 0 and "U-Net full seed 0: trained" in printed and "PixelDRL-MG full seed 0: skipped" in printed
+    assert sorted(p.name for p in (runs / "unet").iterdir()) == ["e1-lr0.002-seed0", "e1-lr0.004-seed0"]
+    # A folder named without preset and rate (an --out of an earlier version) is reused for its own settings.
+    (runs / "pixeldrl-small" / "e1-lr0.004-seed0").rename(runs / "pixeldrl-small" / "old")
+    (runs / "pixeldrl").mkdir()
+    (runs / "pixeldrl-small" / "old").rename(runs / "pixeldrl" / "e1-seed0")
     rc, printed, _ = run_cli(capsys, *base, "--preset", "small")
     assert rc == 0 and "PixelDRL-MG full seed 0: skipped" in printed, printed
-    assert not (out / "runs" / "pixeldrl-small").exists()
+    assert not (runs / "pixeldrl-small" / "e1-lr0.004-seed0").exists()
+    for bad in ("pixeldrl", "segformer=0.002", "unet=-1", "unet=fast"):
+        rc, _, err = run_cli(capsys, *base, "--method-lr", bad)
+        assert rc == 2 and "--method-lr" in err and "not METHOD=RATE" in err, err
 
 
 def test_robustness_reuses_table2_runs_and_reports_every_condition(table2, data, capsys):
@@ -444,7 +455,7 @@ def test_reproduce_without_image_size_uses_the_data_size(tmp_path, capsys):
     assert rc == 0
     note = [line for line in printed.splitlines() if "NOTE" in line]
     assert len(note) == 1 and "64×64" in note[0] and "largest in-plane side is 64" in note[0], printed
-    runs = sorted((out / "runs").glob("*/e1-seed0"))
+    runs = sorted((out / "runs").glob("*/e1-lr0.004-seed0"))
     assert len(runs) == 4
     for run in runs:
         cfg = json.loads((run / "config.json").read_text())

@@ -31,14 +31,15 @@ size serves every experiment and runs stay shared between them), at most the pre
 Every method shares the data pipeline, splits, input size, epoch budget, batch size, optimiser
 schedule, augmentation and gradient clip (``--lr``, ``--coarse-epochs``, ``--coarse-mode``,
 ``--zoom-out``, ``--grad-clip``), checkpoint selection (best validation Dice) and metrics; only the
-model and its loss differ (``--t-max``: the PA3C methods' training episodes; ``--pa3c-lr``: their Adam rate,
-when their network wants another one than the U-Nets').
+model and its loss differ (``--t-max``: the PA3C methods' training episodes), and each method's Adam rate
+where ``--method-lr`` gives one (a fair table gives each method the rate its validation picks,
+``benchmarks/reproduce_lr.py``).
 Layout under ``--out``::
 
-    runs/ROW/eE-seedS/        one run folder per (method, setting, seed) — train.py's files, plus
-                              robustness/CONDITION.json (clean.json too) for the robustness experiment
-                              (ROW of a PA3C method names the preset, e.g. pixeldrl-medium: presets
-                              in one --out share the U-Net runs)
+    runs/ROW/eE-lrLR-seedS/   one run folder per (method, setting, rate, seed) — train.py's files, plus
+                              robustness/CONDITION.json (clean.json too) for the robustness experiment;
+                              ROW of a PA3C method names the preset (pixeldrl-medium): presets and
+                              rates in one --out share what they can (the U-Net runs)
     data/k50-seedS/           the k-shot data set (symlinks into --data)
     EXPERIMENT/results.md     mean ± std over seeds of DICE, PPV, SEN, IoU, BIoU, HD95 and the
     EXPERIMENT/results.csv    parameter count per row; best value per column in bold
@@ -128,10 +129,10 @@ class Settings:
     image_size: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    """Adam learning rate of every run, each method alike unless ``pa3c_lr`` is given (None: the preset's)."""
-    pa3c_lr: float | None = None
-    """Adam learning rate of the PA3C methods (PixelDRL-MG, PixelRL) alone, when the rate that suits their
-    network is not the U-Nets' (None: ``lr``); e.g. ``--preset medium --lr 0.004 --pa3c-lr 0.002``."""
+    """Adam learning rate of every run, unless ``method_lr`` names the method (None: the preset's)."""
+    method_lr: dict[str, float] = field(default_factory=dict)
+    """Adam learning rate per method (``--method-lr pixeldrl=0.002,swin-unetr=0.002``): each method at the rate
+    its validation picks (``benchmarks/reproduce_lr.py``); methods not named take ``lr``."""
     t_max: int | None = None
     """Training episode length of the PA3C methods, PixelDRL-MG and PixelRL (None: the preset's)."""
     coarse_epochs: int | None = None
@@ -190,10 +191,8 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     """The TrainConfig of one (row, seed) run: the preset's budget with the method swapped in."""
     # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
     # whatever the layout, so every method and seed trains on the same k slices.
-    pa3c = row.model in PA3C_MODELS
-    lr = s.pa3c_lr if pa3c and s.pa3c_lr is not None else s.lr
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
-                      batch_size=s.batch_size, lr=lr, t_max=s.t_max, coarse_epochs=s.coarse_epochs,
+                      batch_size=s.batch_size, lr=s.method_lr.get(row.model, s.lr), t_max=s.t_max, coarse_epochs=s.coarse_epochs,
                       coarse_mode=s.coarse_mode, zoom_out=s.zoom_out, grad_clip=s.grad_clip, device=s.device,
                       seed=seed, use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg))
@@ -201,16 +200,18 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
 
 
 def run_dir(out: Path, row: Row, cfg: TrainConfig) -> Path:
-    """``out/runs/ROW/eE-seedS``; a PA3C row's folder also names the preset (``pixeldrl-medium``), so runs of
-    two presets live side by side and share the U-Net runs. A PA3C run of the same preset in the folder
-    without the preset's name (how ``reproduce`` named them before presets shared an ``--out``) is reused."""
-    runs, leaf = out / "runs", f"e{cfg.epochs}-seed{cfg.seed}"
-    if cfg.model not in PA3C_MODELS:
-        return runs / row.key / leaf
-    named, unnamed = runs / f"{row.key}-{cfg.preset}" / leaf, runs / row.key / leaf
-    if not named.exists() and (unnamed / "config.json").is_file():
-        if json.loads((unnamed / "config.json").read_text()).get("preset") == cfg.preset:
-            return unnamed
+    """``out/runs/ROW/eE-lrLR-seedS``, where a PA3C row's name also carries the preset (``pixeldrl-medium``):
+    runs of two presets or two rates live side by side and share the rest (the U-Net runs).
+
+    A run of the same preset and rate in ``out/runs/ROW/eE-seedS`` (how ``reproduce`` named them before
+    presets and rates shared an ``--out``) is reused."""
+    name = row.key + (f"-{cfg.preset}" if cfg.model in PA3C_MODELS else "")
+    named = out / "runs" / name / f"e{cfg.epochs}-lr{cfg.lr:g}-seed{cfg.seed}"
+    legacy = out / "runs" / row.key / f"e{cfg.epochs}-seed{cfg.seed}"
+    if not named.exists() and (legacy / "config.json").is_file():
+        stored = json.loads((legacy / "config.json").read_text())
+        if stored.get("lr") == cfg.lr and (cfg.model not in PA3C_MODELS or stored.get("preset") == cfg.preset):
+            return legacy
     return named
 
 
