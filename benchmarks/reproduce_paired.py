@@ -17,14 +17,13 @@ rate) as one more row, e.g. to pair ``medium`` with ``small``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from machine import cpu_name
-from reproduce_runs import best_val_dice, finished_runs, settings_from_args
+from reproduce_runs import best_val_dice, finished_runs, settings_from_args, with_preset_row
 from scipy import stats
 
 
@@ -49,13 +48,7 @@ def main() -> None:
     s = settings_from_args(a.reproduce_args, "table2")
     runs = finished_runs(s)
     if a.also_preset:
-        from pixeldrl.config import make_config
-
-        own_rate = {"pixeldrl": make_config(a.also_preset).lr}
-        other = dataclasses.replace(s, preset=a.also_preset, method_lr=own_rate, models=("pixeldrl",))
-        ours_label = next(iter(runs))
-        runs = {f"{ours_label} ({s.preset})": runs.pop(ours_label),
-                f"{ours_label} ({a.also_preset})": finished_runs(other)[ours_label], **runs}
+        runs = with_preset_row(s, runs, a.also_preset)
     if len(runs) < 2 or s.seeds < 3:
         sys.exit("need at least two methods (--models) and three seeds (--seeds) to compare")
     # values[label][metric] = one test mean per seed (shape: seeds); each summary.json read once

@@ -82,6 +82,18 @@ def finished_runs(s, experiment: str = "table2") -> dict:
     return runs
 
 
+def with_preset_row(s, runs: dict, preset: str) -> dict:
+    """``runs`` (:func:`finished_runs`) with PixelDRL-MG's runs of another ``preset`` in the same ``--out``, at
+    that preset's own Adam rate, as one more row after PixelDRL-MG's; both rows' labels name their preset."""
+    import dataclasses
+
+    from pixeldrl.config import make_config
+
+    other = dataclasses.replace(s, preset=preset, method_lr={"pixeldrl": make_config(preset).lr}, models=("pixeldrl",))
+    label, *_ = runs
+    return {f"{label} ({s.preset})": runs.pop(label), f"{label} ({preset})": finished_runs(other)[label], **runs}
+
+
 def main() -> None:
     from pixeldrl.experiments.reproduce import experiment_rows, select_rows
 
