@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-
+from machine import cpu_name
 from reproduce_runs import best_val_dice, settings_from_args
 
 
@@ -36,7 +37,9 @@ def main() -> None:
     a = p.parse_args()
     base = settings_from_args(a.reproduce_args, "table2")
     out = Path(base.out)
-    lines = ["| method | Adam lr | seeds | best val DICE | test DICE | test BIoU |", "|---|---:|---|---:|---:|---:|"]
+    lines = [f"Table 2 runs at each Adam rate, paired by seed; {cpu_name()}; "
+             f"`python benchmarks/reproduce_lr.py {' '.join(sys.argv[1:])}`", "",
+             "| method | Adam lr | seeds | best val DICE | test DICE | test BIoU |", "|---|---:|---|---:|---:|---:|"]
     picks = []
     for row in select_rows(experiment_rows("table2"), base.models, "table2"):
         runs = {}

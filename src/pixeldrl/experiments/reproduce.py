@@ -192,9 +192,9 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     # k-shot rows: the protocol's own draw (``data.splits.k_shot_indices``, seeded by the split seed),
     # whatever the layout, so every method and seed trains on the same k slices.
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
-                      batch_size=s.batch_size, lr=s.method_lr.get(row.model, s.lr), t_max=s.t_max, coarse_epochs=s.coarse_epochs,
-                      coarse_mode=s.coarse_mode, zoom_out=s.zoom_out, grad_clip=s.grad_clip, device=s.device,
-                      seed=seed, use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
+                      batch_size=s.batch_size, lr=s.method_lr.get(row.model, s.lr), t_max=s.t_max,
+                      coarse_epochs=s.coarse_epochs, coarse_mode=s.coarse_mode, zoom_out=s.zoom_out,
+                      grad_clip=s.grad_clip, device=s.device, seed=seed, use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg))
     return cfg
 
@@ -528,10 +528,11 @@ def reproduce(experiment: str, s: Settings) -> Path:
     figure = comparison_figure(fig_rows, runs, test, exp_dir / "comparison.png", device=s.device,
                                corruption=corruption)
     cfg0 = configs[rows[0]][0]
-    by_lr: dict[float, list[str]] = {}
+    by_lr: dict[float, list[str]] = {}  # rate -> the rows' labels trained at it (a label once)
     for row in rows:
         labels = by_lr.setdefault(configs[row][0].lr, [])
-        labels += [] if row.label in labels else [row.label]
+        if row.label not in labels:
+            labels.append(row.label)
     lr_note = f"{cfg0.lr}" if len(by_lr) == 1 else " and ".join(f"{lr} ({', '.join(ls)})" for lr, ls in by_lr.items())
     hd95 = json.loads((runs[rows[0]][0] / "summary.json").read_text()).get("hd95_unit", "pixels")
     where = (f"metrics on the test split's {len(test)} slices at the network's {cfg0.image_size}×{cfg0.image_size} "
