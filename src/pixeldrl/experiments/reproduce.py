@@ -194,7 +194,8 @@ def run_config(s: Settings, row: Row, seed: int, out: Path) -> TrainConfig:
     cfg = make_config(s.preset, model=row.model, data=s.data, epochs=s.epochs, image_size=s.image_size,
                       batch_size=s.batch_size, lr=s.method_lr.get(row.model, s.lr), t_max=s.t_max,
                       coarse_epochs=s.coarse_epochs, coarse_mode=s.coarse_mode, zoom_out=s.zoom_out,
-                      grad_clip=s.grad_clip, device=s.device, seed=seed, use_sam=row.use_sam, use_dilation=row.use_dilation, k_shot=row.k_shot)
+                      grad_clip=s.grad_clip, device=s.device, seed=seed, use_sam=row.use_sam,
+                      use_dilation=row.use_dilation, k_shot=row.k_shot)
     cfg.out = str(run_dir(out, row, cfg))
     return cfg
 
