@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -85,8 +86,6 @@ def finished_runs(s, experiment: str = "table2") -> dict:
 def with_preset_row(s, runs: dict, preset: str) -> dict:
     """``runs`` (:func:`finished_runs`) with PixelDRL-MG's runs of another ``preset`` in the same ``--out``, at
     that preset's own Adam rate, as one more row after PixelDRL-MG's; both rows' labels name their preset."""
-    import dataclasses
-
     from pixeldrl.config import make_config
 
     other = dataclasses.replace(s, preset=preset, method_lr={"pixeldrl": make_config(preset).lr}, models=("pixeldrl",))
